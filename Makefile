@@ -1,0 +1,32 @@
+# fastdiode: `make test` and (with the demo issue) `make demo` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastdiode-installed
+# Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
+TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
+
+.PHONY: setup test bench bench-gpu clean
+
+# The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
+# (torch==2.13.0) is installed only where no torch imports at all.
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(TRITON_MODE) $(PY) -m pytest -n auto -q tests
+
+bench: setup
+	$(TRITON_MODE) $(PY) -m pytest -q benchmarks/test_ops_cpu.py --benchmark-only --benchmark-json=benchmarks/results/ops_cpu.json
+	$(PY) benchmarks/report.py benchmarks/results/ops_cpu.json benchmarks/results/ops_cpu.md
+
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_suite.py --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks

@@ -1,0 +1,194 @@
+"""DIODE's differentiable batch augmentation with boxes (method.md §3).
+
+Random parameters are drawn on the device (from a supplied ``torch.Generator``) apart from their
+application, kornia-style, so a draw can be inspected and replayed: :func:`sample_augment_params` draws an
+:class:`AugmentParams`, :func:`augment_images` applies it to the images (one fused gather + affine + mask op),
+:func:`augment_boxes` moves the boxes with the very same parameters. :class:`DiodeAugment` wraps all three.
+
+Order, as in DIODE: roll-jitter by (dy, dx) in [-J, J] with wrap-around, horizontal flip, brightness
+``x += b``, contrast ``x *= c``, random erasing (value 0; boxes unchanged). Boxes are a padded (B, K, 5)
+tensor ``cls, xc, yc, w, h`` (normalised; rows with cls < 0 are padding): shifted with the image, clipped
+to it, flipped; boxes that become degenerate turn into padding rows ``(-1, 0, 0, 0, 0)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from fastdiode.ops._checks import require_float, require_rank
+from fastdiode.ops.augment import gather_affine_mask
+
+__all__ = ["AugmentParams", "DiodeAugment", "augment_boxes", "augment_images", "diode_augment",
+           "sample_augment_params"]
+
+
+@dataclass
+class AugmentParams:
+    """One draw of the augmentation for a batch; every field is a device tensor with one row per image."""
+
+    shift_y: torch.Tensor  # (B,) int64, rows the content moves down (negative: up)
+    shift_x: torch.Tensor  # (B,) int64, columns the content moves right, before the flip
+    flip: torch.Tensor  # (B,) bool, horizontal flip
+    brightness: torch.Tensor  # (B,) float32, added first
+    contrast: torch.Tensor  # (B,) float32, multiplied after
+    erase: torch.Tensor  # (B, 4) int64 (y0, x0, y1, x1) half-open; y1 == y0 means no erasing
+    height: int
+    width: int
+
+    def to(self, device: torch.device | str) -> "AugmentParams":
+        return AugmentParams(**{
+            f.name: getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor)
+            else getattr(self, f.name) for f in fields(self)
+        })
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator | None, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, device=device)
+
+
+def sample_augment_params(
+    batch: int,
+    height: int,
+    width: int,
+    jitter: int | None = None,
+    flip_p: float = 0.5,
+    brightness: float = 0.2,
+    contrast: float = 0.1,
+    erase_p: float = 0.5,
+    erase_area: tuple[float, float] = (0.02, 0.2),
+    erase_ratio: tuple[float, float] = (0.3, 3.3),
+    same_on_batch: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> AugmentParams:
+    """Draw one augmentation for a batch, entirely on ``device`` (the generator's device by default).
+
+    ``jitter`` is J in pixels (None: round(H / 8), DIODE's 20 at 160 px and 40 at 320 px); ``same_on_batch``
+    draws one jitter and one flip for the whole batch (DIODE); brightness, contrast and erasing are per image.
+    Setting a probability or a strength to 0 switches that augmentation off.
+    """
+    if batch <= 0 or height <= 0 or width <= 0:
+        raise ValueError(f"batch, height, width: expected positive sizes, got {batch}, {height}, {width}")
+    if jitter is not None and jitter < 0:
+        raise ValueError(f"jitter: expected a non-negative number of pixels, got {jitter}")
+    for name, v in (("flip_p", flip_p), ("erase_p", erase_p)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name}: expected a probability in [0, 1], got {v}")
+    device = generator.device if device is None and generator is not None else device
+    g = generator
+    j = round(height / 8) if jitter is None else int(jitter)
+    shared = 1 if same_on_batch else batch
+    shift_y = torch.randint(-j, j + 1, (shared,), generator=g, device=device).expand(batch)
+    shift_x = torch.randint(-j, j + 1, (shared,), generator=g, device=device).expand(batch)
+    flip = (torch.rand(shared, generator=g, device=device) < flip_p).expand(batch)
+    bright = brightness * torch.randn(batch, generator=g, device=device)
+    contr = 1.0 + contrast * torch.randn(batch, generator=g, device=device)
+    apply = torch.rand(batch, generator=g, device=device) < erase_p
+    area = _uniform(batch, *erase_area, g, device) * (height * width)
+    ratio = torch.exp(_uniform(batch, math.log(erase_ratio[0]), math.log(erase_ratio[1]), g, device))
+    eh = torch.sqrt(area * ratio).round().clamp(1, height)
+    ew = torch.sqrt(area / ratio).round().clamp(1, width)
+    y0 = (torch.rand(batch, generator=g, device=device) * (height - eh + 1)).floor()
+    x0 = (torch.rand(batch, generator=g, device=device) * (width - ew + 1)).floor()
+    erase = torch.stack([y0, x0, torch.where(apply, y0 + eh, y0), x0 + ew], dim=1).long()
+    return AugmentParams(shift_y.contiguous(), shift_x.contiguous(), flip.contiguous(), bright, contr, erase,
+                         height, width)
+
+
+def _check_params(params: AugmentParams, batch: int, height: int, width: int, what: str) -> None:
+    if (params.height, params.width) != (height, width) or params.shift_y.shape[0] != batch:
+        raise ValueError(
+            f"params: drawn for a batch of {params.shift_y.shape[0]} at {params.height}x{params.width}, "
+            f"but {what} is a batch of {batch} at {height}x{width}"
+        )
+
+
+def augment_images(x: torch.Tensor, params: AugmentParams, backend: str | None = None) -> torch.Tensor:
+    """Apply ``params`` to images x (B, C, H, W); differentiable, keeps dtype and memory layout."""
+    require_float(x, "x")
+    require_rank(x, "x", (4,), "(B, C, H, W)")
+    _check_params(params, x.shape[0], x.shape[2], x.shape[3], "x")
+    gain = params.contrast
+    bias = params.brightness * params.contrast
+    return gather_affine_mask(x, params.shift_y, params.shift_x, params.flip, gain, bias, params.erase, backend)
+
+
+def augment_boxes(boxes: torch.Tensor, params: AugmentParams, min_size: float = 2.0) -> torch.Tensor:
+    """Move padded boxes (B, K, 5) ``cls, xc, yc, w, h`` with the image; boxes under ``min_size`` pixels
+    wide or high after clipping become padding. Runs on the device without a host sync."""
+    require_float(boxes, "boxes")
+    if boxes.dim() != 3 or boxes.shape[-1] != 5:
+        raise ValueError(f"boxes: expected a padded (B, K, 5) tensor cls, xc, yc, w, h; got {tuple(boxes.shape)}")
+    if boxes.shape[0] != params.shift_y.shape[0]:
+        raise ValueError(f"boxes: batch of {boxes.shape[0]}, but params were drawn for {params.shift_y.shape[0]}")
+    h, w = params.height, params.width
+    cls, xc, yc, bw, bh = boxes.unbind(-1)
+    dx = (params.shift_x.to(boxes.dtype) / w)[:, None]
+    dy = (params.shift_y.to(boxes.dtype) / h)[:, None]
+    x0 = (xc - bw / 2 + dx).clamp(0, 1)
+    x1 = (xc + bw / 2 + dx).clamp(0, 1)
+    y0 = (yc - bh / 2 + dy).clamp(0, 1)
+    y1 = (yc + bh / 2 + dy).clamp(0, 1)
+    flip = params.flip[:, None]
+    x0, x1 = torch.where(flip, 1 - x1, x0), torch.where(flip, 1 - x0, x1)
+    keep = (cls >= 0) & ((x1 - x0) * w >= min_size) & ((y1 - y0) * h >= min_size)
+    moved = torch.stack([cls, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    padding = torch.tensor([-1.0, 0.0, 0.0, 0.0, 0.0], dtype=boxes.dtype, device=boxes.device)
+    return torch.where(keep[..., None], moved, padding)
+
+
+def diode_augment(
+    x: torch.Tensor,
+    boxes: torch.Tensor | None,
+    params: AugmentParams,
+    min_box_size: float = 2.0,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Functional form: (augmented images, moved boxes or None) for a given draw ``params``."""
+    moved = None if boxes is None else augment_boxes(boxes, params, min_box_size)
+    return augment_images(x, params, backend), moved
+
+
+class DiodeAugment(nn.Module):
+    """DIODE's augmentation as a module: a fresh device-side draw every call (or the ``params`` given).
+
+    ``forward(x, boxes=None, generator=None, params=None)`` returns ``(x_aug, boxes_aug)``; the draw used is
+    kept in :attr:`last_params` for replay. Defaults are the paper's (see :func:`sample_augment_params`).
+    """
+
+    def __init__(
+        self,
+        jitter: int | None = None,
+        flip_p: float = 0.5,
+        brightness: float = 0.2,
+        contrast: float = 0.1,
+        erase_p: float = 0.5,
+        erase_area: tuple[float, float] = (0.02, 0.2),
+        erase_ratio: tuple[float, float] = (0.3, 3.3),
+        same_on_batch: bool = True,
+        min_box_size: float = 2.0,
+        backend: str | None = None,
+    ):
+        super().__init__()
+        self.draw = dict(jitter=jitter, flip_p=flip_p, brightness=brightness, contrast=contrast, erase_p=erase_p,
+                         erase_area=erase_area, erase_ratio=erase_ratio, same_on_batch=same_on_batch)
+        self.min_box_size, self.backend = min_box_size, backend
+        self.last_params: AugmentParams | None = None
+
+    def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> AugmentParams:
+        return sample_augment_params(batch, height, width, generator=generator, device=device, **self.draw)
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                params: AugmentParams | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if params is None:
+            require_rank(x, "x", (4,), "(B, C, H, W)")
+            params = self.sample_params(x.shape[0], x.shape[2], x.shape[3], generator, x.device)
+        self.last_params = params
+        return diode_augment(x, boxes, params, self.min_box_size, self.backend)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.draw.items())

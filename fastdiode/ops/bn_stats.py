@@ -1,0 +1,140 @@
+"""BN-statistics loss of one BN input (method.md §2.1).
+
+r = alpha_mean * ||mean(a) - running_mean||_p + alpha_var * ||var(a) - running_var||_p, with per-channel mean
+and biased variance over (N, *spatial), accumulated in fp32 and shifted by running_mean (the subtraction
+E[(a-rm)^2] - E[a-rm]^2 cancels little when the batch statistics are near the running ones).
+
+The fused path splits the loss in two: :class:`BNMoments` reduces the activation to two C-vectors (one read,
+no activation-sized temporary) and the norms are plain autograd on those vectors. Its backward is the closed
+form dL/da = g_mu/M + (2 g_var/M) * (a - mu): one read of a, one write of the gradient.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from fastdiode.ops._checks import require_float, require_rank, require_same_device, require_vector
+from fastdiode.runtime.backend import resolve_backend
+
+
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    return [0, *range(2, x.dim())]
+
+
+def bn_stat_loss_reference(
+    x: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    p: float = 2,
+    alpha_mean: float = 1.0,
+    alpha_var: float = 1.0,
+) -> torch.Tensor:
+    """The specification in plain torch (autograd gives the gradient)."""
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    a = x.float() - running_mean.float().view(view)
+    var, dmean = torch.var_mean(a, dim=_reduce_dims(x), correction=0)
+    return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
+        var - running_var.float(), p
+    )
+
+
+@torch.library.custom_op("fastdiode::bn_moments", mutates_args=())
+def _moments_kernel(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from fastdiode.kernels.bn_stats import moments
+
+    return moments(x, shift)
+
+
+@_moments_kernel.register_fake
+def _(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    c = x.shape[1]
+    return x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastdiode::bn_moments_grad", mutates_args=())
+def _moments_grad_kernel(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    from fastdiode.kernels.bn_stats import affine_grad
+
+    return affine_grad(x, gm, beta, mu)
+
+
+@_moments_grad_kernel.register_fake
+def _(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class BNMoments(torch.autograd.Function):
+    """(mean(x) - shift, var(x)) per channel of x (N, C, S) through the Triton kernels; closed-form backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dmean, var = _moments_kernel(x, shift)
+        ctx.save_for_backward(x, shift, dmean)
+        return dmean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: torch.Tensor | None, g_var: torch.Tensor | None):
+        x, shift, dmean = ctx.saved_tensors
+        count = x.shape[0] * x.shape[2]
+        g_mean = torch.zeros_like(dmean) if g_mean is None else g_mean
+        g_var = torch.zeros_like(dmean) if g_var is None else g_var
+        mu = shift.float() + dmean
+        return _moments_grad_kernel(x, g_mean / count, 2.0 * g_var / count, mu), None
+
+
+def _as_ncs(x: torch.Tensor) -> torch.Tensor | None:
+    """View x (N, C, *spatial) as (N, C, S) without copying; None when the spatial strides do not merge."""
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    s = 1
+    for d in spatial:
+        s *= d
+    if len(spatial) == 0:
+        return x.unsqueeze(2)
+    try:
+        return x.view(n, c, s)
+    except RuntimeError:
+        return None
+
+
+@functools.cache
+def _compiled_reference():
+    return torch.compile(bn_stat_loss_reference, dynamic=True)
+
+
+def _validate(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, p: float) -> None:
+    require_float(x, "x")
+    require_rank(x, "x", (2, 3, 4, 5), "(N, C, *spatial)")
+    c = x.shape[1]
+    require_vector(running_mean, "running_mean", c, "one entry per channel of x")
+    require_vector(running_var, "running_var", c, "one entry per channel of x")
+    require_same_device(running_mean, "running_mean", x, "x")
+    require_same_device(running_var, "running_var", x, "x")
+    if not p > 0:
+        raise ValueError(f"p: expected a positive norm order, got {p}")
+
+
+def bn_stat_loss(
+    x: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    p: float = 2,
+    alpha_mean: float = 1.0,
+    alpha_var: float = 1.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """BN-statistics loss r_l of one BN input x (N, C, *spatial): a 0-dim fp32 tensor with gradient in x.
+
+    Any float dtype and layout (NCHW or channels_last); statistics accumulate in fp32; no host sync.
+    """
+    _validate(x, running_mean, running_var, p)
+    choice = resolve_backend("bn_stat_loss", backend, x)
+    if choice == "torch" or (choice == "triton" and _as_ncs(x) is None):
+        return bn_stat_loss_reference(x, running_mean, running_var, p, alpha_mean, alpha_var)
+    if choice == "compiled":
+        return _compiled_reference()(x, running_mean, running_var, p, alpha_mean, alpha_var)
+    dmean, var = BNMoments.apply(_as_ncs(x), running_mean)
+    return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
+        var - running_var.float(), p
+    )

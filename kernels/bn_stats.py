@@ -1,0 +1,113 @@
+"""Per-channel moments of a BN input and the closed-form input gradient of any loss on them.
+
+The input is viewed as (N, C, S) with arbitrary strides (NCHW: stride_s = 1; channels_last: stride_c = 1).
+Forward is a deterministic two-stage reduction: each program sums (x - shift) and (x - shift)^2 in fp32 over
+a tile of S and a chunk of N and writes one partial row; the partial rows are summed afterwards (no atomics).
+Backward writes dx = gm[c] + beta[c] * (x - mu[c]): one read of x, one write of dx.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import check_float, pow2_at_most
+
+
+@triton.jit
+def _moments_partial_kernel(
+    x_ptr, shift_ptr, psum_ptr, psq_ptr,
+    N, C, S, n_per_prog,
+    stride_n, stride_c, stride_s,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_n = tl.program_id(2)
+    s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (s < S)[:, None] & (c < C)[None, :]
+    shift = tl.load(shift_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    offs = s[:, None].to(tl.int64) * stride_s + c[None, :].to(tl.int64) * stride_c
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    acc_sq = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    n_start = (pid_n * n_per_prog).to(tl.int64)
+    n_count = tl.minimum(n_per_prog, N - pid_n * n_per_prog)
+    for i in range(0, n_count):
+        v = tl.load(x_ptr + (n_start + i) * stride_n + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, v - shift[None, :], 0.0)
+        acc += d
+        acc_sq += d * d
+    row = pid_n * tl.num_programs(0) + pid_s
+    tl.store(psum_ptr + row * C + c, tl.sum(acc, axis=0), mask=c < C)
+    tl.store(psq_ptr + row * C + c, tl.sum(acc_sq, axis=0), mask=c < C)
+
+
+@triton.jit
+def _affine_grad_kernel(
+    x_ptr, dx_ptr, gm_ptr, beta_ptr, mu_ptr,
+    C, S,
+    sx_n, sx_c, sx_s, sd_n, sd_c, sd_s,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+    s = (pid_s * BLOCK_S + tl.arange(0, BLOCK_S)).to(tl.int64)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    mask = (s < S)[:, None] & cmask[None, :]
+    gm = tl.load(gm_ptr + c, mask=cmask, other=0.0)
+    beta = tl.load(beta_ptr + c, mask=cmask, other=0.0)
+    mu = tl.load(mu_ptr + c, mask=cmask, other=0.0)
+    c64 = c.to(tl.int64)
+    x = tl.load(x_ptr + n * sx_n + s[:, None] * sx_s + c64[None, :] * sx_c, mask=mask, other=0.0)
+    dx = gm[None, :] + beta[None, :] * (x.to(tl.float32) - mu[None, :])
+    tl.store(dx_ptr + n * sd_n + s[:, None] * sd_s + c64[None, :] * sd_c,
+             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _tiles(C: int, S: int, stride_c: int) -> tuple[int, int]:
+    """Tile (BLOCK_S, BLOCK_C): long along whichever of S and C is contiguous in memory."""
+    if stride_c == 1 and C > 1:
+        block_c = pow2_at_most(C, 64)
+        return pow2_at_most(S, max(2048 // block_c, 1)), block_c
+    block_s = pow2_at_most(S, 1024)
+    return block_s, pow2_at_most(C, max(2048 // block_s, 1))
+
+
+def moments(x: torch.Tensor, shift: torch.Tensor, target_programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean(x) - shift, biased var(x)) in fp32 for x of shape (N, C, S)."""
+    check_float(x, "x")
+    N, C, S = x.shape
+    shift = shift.to(device=x.device, dtype=torch.float32).contiguous()
+    block_s, block_c = _tiles(C, S, x.stride(1))
+    grid_s, grid_c = triton.cdiv(S, block_s), triton.cdiv(C, block_c)
+    n_chunks = max(1, min(N, target_programs // max(grid_s * grid_c, 1)))
+    n_per_prog = triton.cdiv(N, n_chunks)
+    n_chunks = triton.cdiv(N, n_per_prog)
+    psum = torch.empty((n_chunks * grid_s, C), device=x.device, dtype=torch.float32)
+    psq = torch.empty_like(psum)
+    _moments_partial_kernel[(grid_s, grid_c, n_chunks)](
+        x, shift, psum, psq, N, C, S, n_per_prog, x.stride(0), x.stride(1), x.stride(2),
+        BLOCK_S=block_s, BLOCK_C=block_c,
+    )
+    count = N * S
+    dmean = psum.sum(0) / count
+    var = (psq.sum(0) / count - dmean * dmean).clamp_min(0.0)
+    return dmean, var
+
+
+def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); dx has x's dtype and strides."""
+    check_float(x, "x")
+    N, C, S = x.shape
+    dx = torch.empty_like(x)
+    block_s, block_c = _tiles(C, S, x.stride(1))
+    grid = (triton.cdiv(S, block_s), triton.cdiv(C, block_c), N)
+    _affine_grad_kernel[grid](
+        x, dx, gm.float().contiguous(), beta.float().contiguous(), mu.float().contiguous(), C, S,
+        x.stride(0), x.stride(1), x.stride(2), dx.stride(0), dx.stride(1), dx.stride(2),
+        BLOCK_S=block_s, BLOCK_C=block_c,
+    )
+    return dx

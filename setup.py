@@ -1,0 +1,31 @@
+"""Install fastdiode; the top-level kernels/ folder becomes the subpackage fastdiode.kernels."""
+from setuptools import setup
+
+setup(
+    name="fastdiode",
+    version="0.1.0",
+    description="Fast data-free knowledge distillation of object detectors (DIODE) in PyTorch + Triton",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "fastdiode",
+        "fastdiode.ops",
+        "fastdiode.losses",
+        "fastdiode.runtime",
+        "fastdiode.kernels",
+    ],
+    package_dir={"fastdiode.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "safetensors",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist"],
+    },
+)
