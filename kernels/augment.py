@@ -65,11 +65,12 @@ def gather_affine_mask(
     bias: torch.Tensor,
     erase: torch.Tensor,
     adjoint: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply the augmentation (or, with ``adjoint=True``, its adjoint) to x (N, C, H, W); keeps x's strides."""
     check_float(x, "x")
     N, C, H, W = x.shape
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     bw = pow2_at_most(W, 128)
     bh = pow2_at_most(H, max(2048 // bw, 1))
     grid = (N * C, triton.cdiv(H, bh), triton.cdiv(W, bw))

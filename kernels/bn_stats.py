@@ -98,11 +98,13 @@ def moments(x: torch.Tensor, shift: torch.Tensor, target_programs: int = 1024) -
     return dmean, var
 
 
-def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); dx has x's dtype and strides."""
+def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); dx has x's dtype and strides
+    (or is written into ``out``)."""
     check_float(x, "x")
     N, C, S = x.shape
-    dx = torch.empty_like(x)
+    dx = torch.empty_like(x) if out is None else out
     block_s, block_c = _tiles(C, S, x.stride(1))
     grid = (triton.cdiv(S, block_s), triton.cdiv(C, block_c), N)
     _affine_grad_kernel[grid](

@@ -132,11 +132,11 @@ def tv_sums(x: torch.Tensor) -> torch.Tensor:
     return part.sum(0)
 
 
-def tv_grad(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def tv_grad(x: torch.Tensor, coef: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """dx for per-direction coefficients coef = (c_l1[1..4], c_l2[1..4]) (a device tensor, no host sync)."""
     check_float(x, "x")
     N, C, H, W = x.shape
-    dx = torch.empty_like(x)
+    dx = torch.empty_like(x) if out is None else out
     bh, bw = _blocks(H, W)
     grid = (N * C, triton.cdiv(H, bh), triton.cdiv(W, bw))
     _tv_grad_kernel[grid](

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastdiode.ops._common import upcast
 from fastdiode.ops.tv import tv_prior
 
 __all__ = ["TVPrior", "image_norm_prior", "tv_prior"]
@@ -11,7 +12,7 @@ __all__ = ["TVPrior", "image_norm_prior", "tv_prior"]
 
 def image_norm_prior(x: torch.Tensor) -> torch.Tensor:
     """DeepInversion's l2 prior: the mean over images of ||x_i||_2 (fp32)."""
-    return torch.linalg.vector_norm(x.float().flatten(1), dim=1).mean()
+    return torch.linalg.vector_norm(upcast(x).flatten(1), dim=1).mean()
 
 
 class TVPrior(nn.Module):

@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-from fastdiode.ops._checks import require_float, require_rank
+from fastdiode.ops._common import require_float, require_rank, upcast
 from fastdiode.runtime.backend import resolve_backend
 
 
@@ -43,7 +43,8 @@ def gather_affine_mask_reference(
     cols = (torch.where(flip[:, None].bool(), w - 1 - cols, cols) - shift_x[:, None]) % w
     y = x.gather(2, rows[:, None, :, None].expand(b, c, h, w))
     y = y.gather(3, cols[:, None, None, :].expand(b, c, h, w))
-    y = y.float() * gain.float().view(b, 1, 1, 1) + bias.float().view(b, 1, 1, 1)
+    y = upcast(y)
+    y = y * gain.to(y.dtype).view(b, 1, 1, 1) + bias.to(y.dtype).view(b, 1, 1, 1)
     return torch.where(_erase_keep(erase, h, w), y, 0.0).to(x.dtype)
 
 

@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-from fastdiode.ops._checks import require_float, require_rank, require_same_device, require_vector
+from fastdiode.ops._common import require_float, require_rank, require_same_device, require_vector, upcast
 from fastdiode.runtime.backend import resolve_backend
 
 
@@ -32,10 +32,10 @@ def bn_stat_loss_reference(
 ) -> torch.Tensor:
     """The specification in plain torch (autograd gives the gradient)."""
     view = (1, -1) + (1,) * (x.dim() - 2)
-    a = x.float() - running_mean.float().view(view)
+    a = upcast(x) - running_mean.to(upcast(x).dtype).view(view)
     var, dmean = torch.var_mean(a, dim=_reduce_dims(x), correction=0)
     return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
-        var - running_var.float(), p
+        var - running_var.to(var.dtype), p
     )
 
 

@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from fastdiode.ops._checks import require_float, require_rank
+from fastdiode.ops._common import require_float, require_rank, upcast
 from fastdiode.runtime.backend import resolve_backend
 
 
@@ -24,8 +24,8 @@ def _differences(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def tv_prior_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The specification in plain torch: (TV_L1, TV_L2) of x (N, C, H, W), computed in fp32."""
-    diffs = _differences(x.float())
+    """The specification in plain torch: (TV_L1, TV_L2) of x (N, C, H, W), computed in fp32 (or fp64)."""
+    diffs = _differences(upcast(x))
     tv_l1 = sum(d.abs().mean() for d in diffs)
     tv_l2 = sum(torch.linalg.vector_norm(d) for d in diffs)
     return tv_l1, tv_l2

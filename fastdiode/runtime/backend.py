@@ -3,7 +3,7 @@
 * ``triton``   — the Triton kernels (CUDA; on CPU only under ``TRITON_INTERPRET=1``, for tests).
 * ``compiled`` — the torch reference compiled by inductor (the CPU fast path; C++ backend).
 * ``torch``    — the eager torch reference, the specification in code.
-* ``auto``     — ``triton`` for CUDA tensors when Triton imports, otherwise ``compiled`` when a C++
+* ``auto``     — ``triton`` for CUDA float32/16/bf16 tensors when Triton imports, otherwise ``compiled`` when a C++
   compiler is present, otherwise ``torch``.
 
 The process-wide default comes from ``FASTDIODE_BACKEND`` (or :func:`set_backend`); every op also takes a
@@ -11,7 +11,6 @@ The process-wide default comes from ``FASTDIODE_BACKEND`` (or :func:`set_backend
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import os
@@ -20,6 +19,7 @@ import shutil
 import torch
 
 BACKENDS = ("auto", "triton", "compiled", "torch")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _log = logging.getLogger("fastdiode")
 _logged: set[tuple[str, str, str]] = set()
 _default = os.environ.get("FASTDIODE_BACKEND", "auto")
@@ -47,14 +47,13 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
+# Facts of the installation, read once (finding the spec does not import triton).
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+_CXX_FOUND = any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+
+
 def triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-@functools.cache
-def _cxx_available() -> bool:
-    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+    return _TRITON_FOUND
 
 
 def _triton_usable(device: torch.device) -> bool:
@@ -68,9 +67,9 @@ def resolve_backend(op: str, backend: str | None, tensor: torch.Tensor) -> str:
     requested = get_backend() if backend is None else _check_name(backend, "backend")
     device = tensor.device
     if requested == "auto":
-        if device.type == "cuda" and _triton_usable(device):
+        if device.type == "cuda" and tensor.dtype in KERNEL_DTYPES and _triton_usable(device):
             choice = "triton"
-        elif device.type == "cpu" and _cxx_available():
+        elif device.type == "cpu" and _CXX_FOUND:
             choice = "compiled"
         else:
             choice = "torch"
@@ -79,6 +78,8 @@ def resolve_backend(op: str, backend: str | None, tensor: torch.Tensor) -> str:
             f"{op}: backend='triton' needs a CUDA tensor (got {device.type}) with triton installed, "
             "or TRITON_INTERPRET=1 set before the first `import triton` for CPU tensors"
         )
+    elif requested == "triton" and tensor.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{op}: backend='triton' supports float32, float16 and bfloat16, got {tensor.dtype}")
     else:
         choice = requested
     if choice == "compiled" and torch.compiler.is_compiling():

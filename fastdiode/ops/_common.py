@@ -1,4 +1,4 @@
-"""Argument validation shared by the ops: one clear ValueError that names the argument."""
+"""Shared by the ops: argument validation (one clear ValueError naming the argument) and dtype policy."""
 from __future__ import annotations
 
 import torch
@@ -25,3 +25,8 @@ def require_vector(t: torch.Tensor, name: str, length: int, of: str) -> None:
 def require_same_device(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """t in its accumulation dtype: float32 for half types, unchanged for float32/float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
