@@ -45,10 +45,6 @@ class AugmentParams:
         })
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator | None, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=device)
-
-
 def sample_augment_params(
     batch: int,
     height: int,
@@ -81,21 +77,20 @@ def sample_augment_params(
     g = generator
     j = round(height / 8) if jitter is None else int(jitter)
     shared = 1 if same_on_batch else batch
-    shift_y = torch.randint(-j, j + 1, (shared,), generator=g, device=device).expand(batch)
-    shift_x = torch.randint(-j, j + 1, (shared,), generator=g, device=device).expand(batch)
-    flip = (torch.rand(shared, generator=g, device=device) < flip_p).expand(batch)
-    bright = brightness * torch.randn(batch, generator=g, device=device)
-    contr = 1.0 + contrast * torch.randn(batch, generator=g, device=device)
-    apply = torch.rand(batch, generator=g, device=device) < erase_p
-    area = _uniform(batch, *erase_area, g, device) * (height * width)
-    ratio = torch.exp(_uniform(batch, math.log(erase_ratio[0]), math.log(erase_ratio[1]), g, device))
+    shifts = torch.randint(-j, j + 1, (2, shared), generator=g, device=device).expand(2, batch)
+    u = torch.rand(6, batch, generator=g, device=device)  # flip, erase: apply, area, ratio, top, left
+    normal = torch.randn(2, batch, generator=g, device=device)
+    flip = (u[0, :shared] < flip_p).expand(batch)
+    area = (erase_area[0] + (erase_area[1] - erase_area[0]) * u[2]) * (height * width)
+    log_r = (math.log(erase_ratio[0]), math.log(erase_ratio[1]))
+    ratio = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * u[3])
     eh = torch.sqrt(area * ratio).round().clamp(1, height)
     ew = torch.sqrt(area / ratio).round().clamp(1, width)
-    y0 = (torch.rand(batch, generator=g, device=device) * (height - eh + 1)).floor()
-    x0 = (torch.rand(batch, generator=g, device=device) * (width - ew + 1)).floor()
-    erase = torch.stack([y0, x0, torch.where(apply, y0 + eh, y0), x0 + ew], dim=1).long()
-    return AugmentParams(shift_y.contiguous(), shift_x.contiguous(), flip.contiguous(), bright, contr, erase,
-                         height, width)
+    y0 = (u[4] * (height - eh + 1)).floor()
+    x0 = (u[5] * (width - ew + 1)).floor()
+    erase = torch.stack([y0, x0, torch.where(u[1] < erase_p, y0 + eh, y0), x0 + ew], dim=1).long()
+    return AugmentParams(shifts[0].contiguous(), shifts[1].contiguous(), flip.contiguous(),
+                         brightness * normal[0], 1.0 + contrast * normal[1], erase, height, width)
 
 
 def _check_params(params: AugmentParams, batch: int, height: int, width: int, what: str) -> None:

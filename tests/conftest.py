@@ -7,6 +7,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The torch halves of the fused ops run eagerly in the test grid (compiling each dtype x layout would cost
+# minutes); tests marked `slow` turn compilation on through the `compile_on` fixture.
+os.environ.setdefault("FASTDIODE_COMPILE", "0")
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -24,6 +27,15 @@ def device() -> torch.device:
     return DEVICE
 
 
+@pytest.fixture
+def compile_on():
+    from fastdiode.runtime import set_compile
+
+    set_compile(True)
+    yield
+    set_compile(False)
+
+
 def make_input(shape, dtype, channels_last=False, scale=1.0, offset=0.0, seed=0):
     """A fresh random tensor on the test device, optionally channels_last, requiring grad."""
     g = torch.Generator().manual_seed(seed)
@@ -36,3 +48,10 @@ def make_input(shape, dtype, channels_last=False, scale=1.0, offset=0.0, seed=0)
 def assert_close(actual, expected, dtype, what=""):
     atol, rtol = TOLERANCES[dtype]
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def assert_same_layout(actual, expected):
+    """Same memory format (NCHW or channels_last); strides of size-1 dimensions do not matter."""
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        assert actual.is_contiguous(memory_format=fmt) == expected.is_contiguous(memory_format=fmt), (
+            f"layout differs: strides {actual.stride()} vs {expected.stride()}")

@@ -37,7 +37,7 @@ def test_default_jitter_scales_with_resolution():
 def test_switches_off():
     p = sample_augment_params(8, 16, 16, jitter=0, flip_p=0, brightness=0, contrast=0, erase_p=0, generator=gen(3))
     x = torch.rand(8, 3, 16, 16, device=DEVICE)
-    assert torch.equal(augment_images(x, p, backend="torch"), x)
+    assert torch.equal(augment_images(x, p, backend="reference"), x)
 
 
 def test_replay_is_exact():
@@ -87,7 +87,7 @@ def test_box_that_wraps_is_clipped_to_the_visible_part():
     p = AugmentParams(torch.zeros(1, dtype=torch.long, device=DEVICE), torch.tensor([4], device=DEVICE),
                       torch.tensor([False], device=DEVICE), torch.zeros(1, device=DEVICE),
                       torch.ones(1, device=DEVICE), torch.zeros(1, 4, dtype=torch.long, device=DEVICE), h, w)
-    out = augment_images(img, p, backend="torch")
+    out = augment_images(img, p, backend="reference")
     cls, xc, yc, bw, bh = augment_boxes(torch.tensor([[box]], device=DEVICE), p)[0, 0].tolist()
     assert cls == 1.0 and bw == pytest.approx(4 / 32) and xc == pytest.approx(30 / 32)
     assert out[0, 0, 12:20, 28:32].eq(1).all()  # the clipped box is all object
@@ -114,7 +114,7 @@ def test_erasing_zeroes_a_rectangle_and_keeps_boxes():
                       torch.tensor([False], device=DEVICE), torch.zeros(1, device=DEVICE),
                       torch.ones(1, device=DEVICE), torch.tensor([[2, 3, 6, 9]], device=DEVICE), 10, 12)
     x = torch.rand(1, 3, 10, 12, device=DEVICE) + 0.5
-    for backend in ("torch", "triton"):
+    for backend in ("reference", "torch", "triton"):
         out = augment_images(x, p, backend=backend)
         assert out[..., 2:6, 3:9].eq(0).all() and (out.eq(0).sum() == 3 * 4 * 6)
     boxes = torch.tensor([[[1.0, 0.5, 0.5, 0.5, 0.5]]], device=DEVICE)

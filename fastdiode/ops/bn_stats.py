@@ -6,20 +6,33 @@ E[(a-rm)^2] - E[a-rm]^2 cancels little when the batch statistics are near the ru
 
 The fused path splits the loss in two: :class:`BNMoments` reduces the activation to two C-vectors (one read,
 no activation-sized temporary) and the norms are plain autograd on those vectors. Its backward is the closed
-form dL/da = g_mu/M + (2 g_var/M) * (a - mu): one read of a, one write of the gradient.
+form dL/da = g_mu/M + (2 g_var/M) * (a - mu): one read of a, one write of the gradient. Both halves exist as
+Triton kernels and as torch code (compiled by inductor on CPU).
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 
 from fastdiode.ops._common import require_float, require_rank, require_same_device, require_vector, upcast
-from fastdiode.runtime.backend import resolve_backend
+from fastdiode.runtime.backend import compiled, resolve_backend
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
     return [0, *range(2, x.dim())]
+
+
+def _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var) -> torch.Tensor:
+    return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
+        var - running_var.to(var.dtype), p
+    )
+
+
+def _shifted_moments(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean(x) - shift, biased var(x)) of x (N, C, *spatial), accumulated in fp32 or fp64."""
+    a = upcast(x)
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    var, dmean = torch.var_mean(a - shift.to(a.dtype).view(view), dim=_reduce_dims(x), correction=0)
+    return dmean, var
 
 
 def bn_stat_loss_reference(
@@ -31,12 +44,18 @@ def bn_stat_loss_reference(
     alpha_var: float = 1.0,
 ) -> torch.Tensor:
     """The specification in plain torch (autograd gives the gradient)."""
-    view = (1, -1) + (1,) * (x.dim() - 2)
-    a = upcast(x) - running_mean.to(upcast(x).dtype).view(view)
-    var, dmean = torch.var_mean(a, dim=_reduce_dims(x), correction=0)
-    return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
-        var - running_var.to(var.dtype), p
-    )
+    dmean, var = _shifted_moments(x, running_mean)
+    return _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)
+
+
+def _affine_grad_torch(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """dx = gm[c] + beta[c] * (x - mu[c]) for x (N, C, S), in x's dtype."""
+    v = lambda t: t[None, :, None]  # noqa: E731
+    return (v(gm) + v(beta) * (upcast(x) - v(mu))).to(x.dtype)
+
+
+_moments_compiled = compiled(_shifted_moments)
+_affine_grad_compiled = compiled(_affine_grad_torch)
 
 
 @torch.library.custom_op("fastdiode::bn_moments", mutates_args=())
@@ -53,23 +72,25 @@ def _(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.library.custom_op("fastdiode::bn_moments_grad", mutates_args=())
-def _moments_grad_kernel(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+def _affine_grad_kernel(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     from fastdiode.kernels.bn_stats import affine_grad
 
     return affine_grad(x, gm, beta, mu)
 
 
-@_moments_grad_kernel.register_fake
+@_affine_grad_kernel.register_fake
 def _(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
 
 class BNMoments(torch.autograd.Function):
-    """(mean(x) - shift, var(x)) per channel of x (N, C, S) through the Triton kernels; closed-form backward."""
+    """(mean(x) - shift, var(x)) per channel of x (N, C, S), fp32; closed-form backward.
+    ``use_triton`` picks the Triton kernels or the compiled torch halves."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dmean, var = _moments_kernel(x, shift)
+    def forward(ctx, x: torch.Tensor, shift: torch.Tensor, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dmean, var = (_moments_kernel if use_triton else _moments_compiled)(x, shift)
+        ctx.use_triton = use_triton
         ctx.save_for_backward(x, shift, dmean)
         return dmean, var
 
@@ -79,28 +100,20 @@ class BNMoments(torch.autograd.Function):
         count = x.shape[0] * x.shape[2]
         g_mean = torch.zeros_like(dmean) if g_mean is None else g_mean
         g_var = torch.zeros_like(dmean) if g_var is None else g_var
-        mu = shift.float() + dmean
-        return _moments_grad_kernel(x, g_mean / count, 2.0 * g_var / count, mu), None
+        mu = shift.to(dmean.dtype) + dmean
+        grad = _affine_grad_kernel if ctx.use_triton else _affine_grad_compiled
+        return grad(x, g_mean / count, 2.0 * g_var / count, mu), None, None
 
 
 def _as_ncs(x: torch.Tensor) -> torch.Tensor | None:
     """View x (N, C, *spatial) as (N, C, S) without copying; None when the spatial strides do not merge."""
     n, c = x.shape[:2]
-    spatial = x.shape[2:]
-    s = 1
-    for d in spatial:
-        s *= d
-    if len(spatial) == 0:
+    if x.dim() == 2:
         return x.unsqueeze(2)
     try:
-        return x.view(n, c, s)
+        return x.view(n, c, -1)
     except RuntimeError:
         return None
-
-
-@functools.cache
-def _compiled_reference():
-    return torch.compile(bn_stat_loss_reference, dynamic=True)
 
 
 def _validate(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, p: float) -> None:
@@ -130,11 +143,8 @@ def bn_stat_loss(
     """
     _validate(x, running_mean, running_var, p)
     choice = resolve_backend("bn_stat_loss", backend, x)
-    if choice == "torch" or (choice == "triton" and _as_ncs(x) is None):
+    x3 = _as_ncs(x)
+    if choice == "reference" or x3 is None:
         return bn_stat_loss_reference(x, running_mean, running_var, p, alpha_mean, alpha_var)
-    if choice == "compiled":
-        return _compiled_reference()(x, running_mean, running_var, p, alpha_mean, alpha_var)
-    dmean, var = BNMoments.apply(_as_ncs(x), running_mean)
-    return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
-        var - running_var.float(), p
-    )
+    dmean, var = BNMoments.apply(x3, running_mean, choice == "triton")
+    return _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)

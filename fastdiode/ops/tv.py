@@ -2,30 +2,28 @@
 
 Four neighbour differences per channel — horizontal, vertical and the two diagonals —
 TV_L1 = sum_k mean(|d_k|) (batch-size independent) and TV_L2 = sum_k ||d_k||_F (whole-batch Frobenius norm,
-not squared). Both come out of one forward pass and one backward pass on the fused path; results are fp32.
+not squared). The fused path computes the 8 sums (|d_k| and d_k^2) in one pass over the image and the
+gradient of both terms in one pass (each pixel gathers from its 3x3 neighbourhood); both halves exist as
+Triton kernels and as torch code (compiled by inductor on CPU, once per image shape). Results are fp32.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
+import torch.nn.functional as F
 
 from fastdiode.ops._common import require_float, require_rank, upcast
-from fastdiode.runtime.backend import resolve_backend
-
-
-def _differences(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (
-        x[..., :, :-1] - x[..., :, 1:],
-        x[..., :-1, :] - x[..., 1:, :],
-        x[..., 1:, :-1] - x[..., :-1, 1:],
-        x[..., :-1, :-1] - x[..., 1:, 1:],
-    )
+from fastdiode.runtime.backend import compiled, resolve_backend
 
 
 def tv_prior_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The specification in plain torch: (TV_L1, TV_L2) of x (N, C, H, W), computed in fp32 (or fp64)."""
-    diffs = _differences(upcast(x))
+    a = upcast(x)
+    diffs = (
+        a[..., :, :-1] - a[..., :, 1:],
+        a[..., :-1, :] - a[..., 1:, :],
+        a[..., 1:, :-1] - a[..., :-1, 1:],
+        a[..., :-1, :-1] - a[..., 1:, 1:],
+    )
     tv_l1 = sum(d.abs().mean() for d in diffs)
     tv_l2 = sum(torch.linalg.vector_norm(d) for d in diffs)
     return tv_l1, tv_l2
@@ -34,6 +32,49 @@ def tv_prior_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _counts(x: torch.Tensor) -> tuple[int, int, int, int]:
     n, c, h, w = x.shape
     return n * c * h * (w - 1), n * c * (h - 1) * w, n * c * (h - 1) * (w - 1), n * c * (h - 1) * (w - 1)
+
+
+def _boundary_masks(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """(up, down) as (H, 1) and (left, right) as (1, W) float masks: 1 where that neighbour exists."""
+    rows = torch.arange(h, device=device)[:, None]
+    cols = torch.arange(w, device=device)[None]
+    return tuple(m.to(dtype) for m in (rows >= 1, rows < h - 1, cols >= 1, cols < w - 1))
+
+
+def _shifted(padded: torch.Tensor):
+    """A function (dy, dx) -> the view of the 1-padded image whose (h, w) holds x[h + dy, w + dx]."""
+    h, w = padded.shape[-2] - 2, padded.shape[-1] - 2
+    return lambda dy, dx: padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
+def _tv_sums_torch(padded, up, down, left, right) -> torch.Tensor:
+    """(8,): sum |d_k| for k = 1..4, then sum d_k^2; differences on the full (H, W) domain, masked. Takes the
+    image padded by 1 on every side (so that the compiled loop has no bounds checks) and the boundary masks."""
+    at = _shifted(padded)
+    a = at(0, 0)
+    d = (right * (a - at(0, 1)), down * (a - at(1, 0)), down * right * (at(1, 0) - at(0, 1)),
+         down * right * (a - at(1, 1)))
+    return torch.stack([t.abs().sum() for t in d] + [(t * t).sum() for t in d]).float()
+
+
+def _tv_grad_torch(padded, coef, up, down, left, right, dtype: torch.dtype) -> torch.Tensor:
+    """dx for dL/dd_k = coef[k] * sign(d_k) + coef[4 + k] * d_k; each pixel gathers the differences it is in."""
+    at = _shifted(padded)
+    a = at(0, 0)
+    c = coef.to(a.dtype)
+
+    def term(k, d, mask):
+        return mask * (c[k] * torch.sign(d) + c[4 + k] * d)
+
+    g = term(0, a - at(0, 1), right) - term(0, at(0, -1) - a, left)
+    g = g + term(1, a - at(1, 0), down) - term(1, at(-1, 0) - a, up)
+    g = g + term(2, a - at(-1, 1), up * right) - term(2, at(1, -1) - a, down * left)
+    g = g + term(3, a - at(1, 1), down * right) - term(3, at(-1, -1) - a, up * left)
+    return g.to(dtype)
+
+
+_sums_compiled = compiled(_tv_sums_torch, dynamic=False)
+_grad_compiled = compiled(_tv_grad_torch, dynamic=False)
 
 
 @torch.library.custom_op("fastdiode::tv_sums", mutates_args=())
@@ -61,29 +102,33 @@ def _(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
 
 
 class TVPriorFn(torch.autograd.Function):
-    """(TV_L1, TV_L2) through the Triton kernels: one pass forward, one pass backward."""
+    """(TV_L1, TV_L2): one pass forward, one pass backward; ``use_triton`` picks kernels or compiled torch
+    (which works on a 1-padded copy of the image, made once and kept for the backward)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sums = _sums_kernel(x)
+    def forward(ctx, x: torch.Tensor, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.use_triton, ctx.dtype, ctx.counts = use_triton, x.dtype, _counts(x)
+        if use_triton:
+            saved, sums = x, _sums_kernel(x)
+        else:
+            saved = F.pad(upcast(x), (1, 1, 1, 1))
+            ctx.masks = _boundary_masks(x.shape[2], x.shape[3], x.device, saved.dtype)
+            sums = _sums_compiled(saved, *ctx.masks)
         norms = sums[4:].sqrt()
-        ctx.counts = _counts(x)
-        ctx.save_for_backward(x, norms)
+        ctx.save_for_backward(saved, norms)
         return sum(sums[k] / ctx.counts[k] for k in range(4)), norms.sum()
 
     @staticmethod
     def backward(ctx, g_l1: torch.Tensor | None, g_l2: torch.Tensor | None):
-        x, norms = ctx.saved_tensors
+        saved, norms = ctx.saved_tensors
         g_l1 = torch.zeros_like(norms[0]) if g_l1 is None else g_l1
         g_l2 = torch.zeros_like(norms[0]) if g_l2 is None else g_l2
         per_l1 = torch.stack([g_l1 / n for n in ctx.counts])
         per_l2 = torch.where(norms > 0, g_l2 / torch.where(norms > 0, norms, 1.0), 0.0)
-        return _grad_kernel(x, torch.cat([per_l1, per_l2]))
-
-
-@functools.cache
-def _compiled_reference():
-    return torch.compile(tv_prior_reference, dynamic=True)
+        coef = torch.cat([per_l1, per_l2])
+        if ctx.use_triton:
+            return _grad_kernel(saved, coef), None
+        return _grad_compiled(saved, coef, *ctx.masks, ctx.dtype), None
 
 
 def tv_prior(x: torch.Tensor, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,8 +138,6 @@ def tv_prior(x: torch.Tensor, backend: str | None = None) -> tuple[torch.Tensor,
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"x: the TV prior needs H >= 2 and W >= 2, got shape {tuple(x.shape)}")
     choice = resolve_backend("tv_prior", backend, x)
-    if choice == "triton":
-        return TVPriorFn.apply(x)
-    if choice == "compiled":
-        return _compiled_reference()(x)
-    return tv_prior_reference(x)
+    if choice == "reference":
+        return tv_prior_reference(x)
+    return TVPriorFn.apply(x, choice == "triton")

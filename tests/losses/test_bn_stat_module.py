@@ -65,20 +65,20 @@ def test_matches_explicit_hooks(backend, p):
 def test_no_hooks_left_behind():
     model = make_model()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    loss_fn = BNStatLoss(model, backend="torch")
+    loss_fn = BNStatLoss(model, backend="reference")
     assert all(len(m._forward_pre_hooks) == 1 for m in bns)
     loss_fn.remove()
     assert all(len(m._forward_pre_hooks) == 0 for m in bns)
-    with BNStatLoss(model, backend="torch"):
+    with BNStatLoss(model, backend="reference"):
         pass
     assert all(len(m._forward_pre_hooks) == 0 for m in bns)
 
 
 def test_layer_selection():
     model = make_model()
-    assert BNStatLoss(model, layers="backbone", backend="torch").layer_names == ["backbone.1", "backbone.4"]
-    assert BNStatLoss(model, layers=["head.1"], backend="torch").layer_names == ["head.1"]
-    chosen = BNStatLoss(model, layers=lambda name, m: m.num_features > 8, backend="torch").layer_names
+    assert BNStatLoss(model, layers="backbone", backend="reference").layer_names == ["backbone.1", "backbone.4"]
+    assert BNStatLoss(model, layers=["head.1"], backend="reference").layer_names == ["head.1"]
+    chosen = BNStatLoss(model, layers=lambda name, m: m.num_features > 8, backend="reference").layer_names
     assert chosen == ["backbone.4", "head.1"]
     with pytest.raises(ValueError, match="head.9"):
         BNStatLoss(model, layers=["head.9"])
@@ -91,7 +91,7 @@ def test_layer_selection():
 def test_weights_are_a_device_buffer_updated_in_place():
     model = make_model()
     x = torch.rand(2, 3, 8, 8, device=DEVICE)
-    loss_fn = BNStatLoss(model, backend="torch")
+    loss_fn = BNStatLoss(model, backend="reference")
     buffer = loss_fn.layer_weights
     model(x)
     full = loss_fn()
@@ -106,7 +106,7 @@ def test_weights_are_a_device_buffer_updated_in_place():
 
 
 def test_call_without_forward_names_the_layers():
-    loss_fn = BNStatLoss(make_model(), backend="torch")
+    loss_fn = BNStatLoss(make_model(), backend="reference")
     with pytest.raises(RuntimeError, match="backbone.1"):
         loss_fn()
 

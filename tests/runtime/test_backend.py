@@ -17,7 +17,7 @@ def test_unknown_backend_is_named():
 
 
 def test_auto_on_cpu_never_picks_the_interpreter():
-    assert resolve_backend("op", "auto", torch.zeros(1)) in ("compiled", "torch")
+    assert resolve_backend("op", "auto", torch.zeros(1)) == "torch"
 
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):

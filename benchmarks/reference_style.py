@@ -1,0 +1,77 @@
+"""Faithful re-statements of the authors' code (NVlabs/DIODE, DeepInversion) for same-run baselines.
+
+These are written the way the reference writes them — per-layer forward hooks with a permute().contiguous()
+variance and torch.norm, TV by slicing, torch.roll/torch.flip driven by Python's `random`, a random-erase
+mask built on the CPU and copied to the device — not slowed down on purpose.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+
+def bn_feature_loss(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """DeepInversionFeatureHook's r_feature for one BN input."""
+    nch = x.shape[1]
+    mean = x.mean([0, 2, 3])
+    var = x.permute(1, 0, 2, 3).contiguous().view([nch, -1]).var(1, unbiased=False)
+    return torch.norm(running_var.data - var, 2) + torch.norm(running_mean.data - mean, 2)
+
+
+class BNFeatureHooks:
+    """The reference's hook objects: one forward hook per BatchNorm2d, storing r_feature."""
+
+    def __init__(self, model: nn.Module):
+        self.values: list[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def _hook(self, module, inputs, output):
+        self.values.append(bn_feature_loss(inputs[0], module.running_mean, module.running_var))
+
+    def loss(self, first_bn_multiplier: float = 1.0) -> torch.Tensor:
+        values, self.values = self.values, []
+        return first_bn_multiplier * values[0] + sum(values[1:])
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def image_prior_losses(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """get_image_prior_losses: TV by slicing, L1 as mean |d| and L2 as torch.norm per direction."""
+    diff1 = x[:, :, :, :-1] - x[:, :, :, 1:]
+    diff2 = x[:, :, :-1, :] - x[:, :, 1:, :]
+    diff3 = x[:, :, 1:, :-1] - x[:, :, :-1, 1:]
+    diff4 = x[:, :, :-1, :-1] - x[:, :, 1:, 1:]
+    loss_var_l2 = torch.norm(diff1) + torch.norm(diff2) + torch.norm(diff3) + torch.norm(diff4)
+    loss_var_l1 = diff1.abs().mean() + diff2.abs().mean() + diff3.abs().mean() + diff4.abs().mean()
+    return loss_var_l1, loss_var_l2
+
+
+def random_erase_mask(batch: int, height: int, width: int, p: float = 0.5) -> torch.Tensor:
+    """A CPU-built (B, 1, H, W) keep-mask as the reference builds it, image by image in Python."""
+    mask = torch.ones(batch, 1, height, width)
+    for i in range(batch):
+        if random.random() < p:
+            area = random.uniform(0.02, 0.2) * height * width
+            ratio = random.uniform(0.3, 3.3)
+            eh = min(int(round((area * ratio) ** 0.5)), height)
+            ew = min(int(round((area / ratio) ** 0.5)), width)
+            y0 = random.randint(0, height - eh)
+            x0 = random.randint(0, width - ew)
+            mask[i, :, y0:y0 + eh, x0:x0 + ew] = 0
+    return mask
+
+
+def augment(x: torch.Tensor, jitter: int) -> torch.Tensor:
+    """The reference's per-step augmentation: roll, flip, brightness, contrast, random erasing."""
+    off1, off2 = random.randint(-jitter, jitter), random.randint(-jitter, jitter)
+    x = torch.roll(x, shifts=(off1, off2), dims=(2, 3))
+    if random.random() < 0.5:
+        x = torch.flip(x, dims=(3,))
+    b = x.shape[0]
+    x = x + 0.2 * torch.randn(b, 1, 1, 1, device=x.device)
+    x = x * (1 + 0.1 * torch.randn(b, 1, 1, 1, device=x.device))
+    return x * random_erase_mask(b, x.shape[2], x.shape[3]).to(x.device)
