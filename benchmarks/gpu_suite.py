@@ -1,0 +1,239 @@
+"""GPU suite for the fused ops: correctness on CUDA, then timings at YOLOv3 416^2 batch-48 shapes.
+
+    PYTHONPATH=. python benchmarks/gpu_suite.py --out benchmarks/results        (make bench-gpu)
+
+Writes ops_gpu.json and ops_gpu.md (device, torch/triton versions, git commit). Reports ms (median of
+triton.testing.do_bench), achieved GB/s and % of the device's measured copy bandwidth, and the issue's
+targets. ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check the script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import reference_style as ref  # noqa: E402
+from benchmarks.shapes import yolov3_bn_shapes  # noqa: E402
+
+
+def bench(fn, smoke: bool) -> float:
+    """Median milliseconds of fn()."""
+    if not smoke:
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device, smoke: bool) -> float:
+    """GB/s of a device-to-device copy (read + write), the practical roof for memory-bound kernels."""
+    n = (1 << 16) if smoke else (1 << 28)
+    src = torch.empty(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src), smoke)
+    return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def check(name, actual, expected, atol, rtol, failures):
+    try:
+        torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol)
+    except AssertionError as e:
+        failures.append(f"{name}: {str(e).splitlines()[0]}")
+
+
+def correctness(device, smoke: bool) -> list[str]:
+    """Fused (Triton) vs reference on CUDA, over dtype x layout, including a full-size layer."""
+    from fastdiode.augment import augment_images, sample_augment_params
+    from fastdiode.ops import bn_stat_loss, bn_stat_loss_reference, tv_prior, tv_prior_reference
+
+    failures: list[str] = []
+    big = (2, 8, 9, 11) if smoke else (48, 64, 208, 208)
+    tol = {torch.float32: (1e-4, 1e-4), torch.bfloat16: (2e-2, 2e-2), torch.float16: (4e-3, 4e-3)}
+    for dtype in tol:
+        for cl in (False, True):
+            for shape in [(3, 37, 6, 5), big]:
+                x = torch.randn(shape, device=device).mul(1.3).add(0.4).to(dtype)
+                x = x.to(memory_format=torch.channels_last) if cl else x
+                x.requires_grad_(True)
+                rm, rv = torch.randn(shape[1], device=device), torch.rand(shape[1], device=device) + 0.5
+                tag = f"{dtype} cl={cl} {shape}"
+                out = bn_stat_loss(x, rm, rv, backend="triton")
+                exp = bn_stat_loss_reference(x, rm, rv)
+                check(f"bn loss {tag}", out, exp, 1e-4, 1e-4, failures)
+                check(f"bn grad {tag}", torch.autograd.grad(out, x)[0], torch.autograd.grad(exp, x)[0],
+                      *tol[dtype], failures)
+            img_shape = (2, 3, 13, 17) if smoke else (48, 3, 416, 416)
+            img = torch.rand(img_shape, device=device).to(dtype)
+            img = (img.to(memory_format=torch.channels_last) if cl else img).requires_grad_(True)
+            tag = f"{dtype} cl={cl} {img_shape}"
+            l1, l2 = tv_prior(img, backend="triton")
+            r1, r2 = tv_prior_reference(img)
+            check(f"tv {tag}", torch.stack([l1, l2]), torch.stack([r1, r2]), 1e-4, 1e-4, failures)
+            check(f"tv grad {tag}", torch.autograd.grad(l1 + l2, img)[0], torch.autograd.grad(r1 + r2, img)[0],
+                  *tol[dtype], failures)
+            g = torch.Generator(device=device).manual_seed(0)
+            p = sample_augment_params(img_shape[0], *img_shape[2:], same_on_batch=False, generator=g)
+            out = augment_images(img, p, backend="triton")
+            exp = augment_images(img, p, backend="reference")
+            gy = torch.randn_like(out)
+            check(f"augment {tag}", out, exp, *tol[dtype], failures)
+            check(f"augment grad {tag}", torch.autograd.grad(out, img, gy)[0], torch.autograd.grad(exp, img, gy)[0],
+                  *tol[dtype], failures)
+    return failures
+
+
+def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
+    from fastdiode.augment import DiodeAugment
+    from fastdiode.kernels.bn_stats import moments
+    from fastdiode.ops import bn_stat_loss, tv_prior
+
+    rows = []
+    dtype = torch.bfloat16
+    shapes = [(2, c, max(h // 32, 1), max(w // 32, 1)) for _, c, h, w in yolov3_bn_shapes(416, 1)][:6] if smoke \
+        else yolov3_bn_shapes(416, 48)
+    xs = [torch.randn(s, device=device, dtype=dtype).to(memory_format=torch.channels_last).requires_grad_(True)
+          for s in shapes]
+    stats = [(torch.randn(s[1], device=device), torch.rand(s[1], device=device) + 0.5) for s in shapes]
+    in_bytes = sum(x.numel() * x.element_size() for x in xs)
+
+    def add(name, ms, bytes_moved=None, target=None, base_ms=None):
+        row = {"name": name, "ms": ms, "target": target}
+        if bytes_moved is not None:
+            row["GB/s"] = bytes_moved / (ms * 1e-3) / 1e9
+            row["% copy bw"] = 100 * row["GB/s"] / copy_gbs
+        if base_ms is not None:
+            row["reference-style ms"] = base_ms
+            row["speed-up"] = base_ms / ms
+        rows.append(row)
+
+    views = [x.detach().view(x.shape[0], x.shape[1], -1) for x in xs]
+    ms = bench(lambda: [moments(v, rm) for v, (rm, _) in zip(views, stats)], smoke)
+    add(f"BN statistics pass, {len(xs)} layers (read once)", ms, in_bytes, ">= 80% copy bw")
+
+    def fused_bn():
+        torch.autograd.grad(sum(bn_stat_loss(x, rm, rv, backend="triton") for x, (rm, rv) in zip(xs, stats)), xs)
+
+    def reference_bn():
+        torch.autograd.grad(sum(ref.bn_feature_loss(x, rm, rv) for x, (rm, rv) in zip(xs, stats)), xs)
+
+    base = bench(reference_bn, smoke)
+    add(f"BN-statistics loss fwd+bwd, {len(xs)} layers", bench(fused_bn, smoke), 3 * in_bytes, "<= 2.5 ms", base)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            total = sum(bn_stat_loss(x, rm, rv, backend="triton") for x, (rm, rv) in zip(xs, stats))
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - start
+        channels = sum(s[1] for s in shapes)
+        rows.append({"name": "BN-statistics loss forward: peak memory above the inputs", "bytes": extra,
+                     "bytes per channel": extra / channels, "largest input bytes": max(x.numel() * 2 for x in xs),
+                     "target": "a few C-sized vectors per layer"})
+        del total
+
+    img_shape = (2, 3, 13, 17) if smoke else (48, 3, 416, 416)
+    img = torch.rand(img_shape, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    img.requires_grad_(True)
+    img_bytes = img.numel() * img.element_size()
+    aug = DiodeAugment(jitter=52, backend="triton")
+    gen = torch.Generator(device=device).manual_seed(0)
+    grad_out = torch.randn_like(img)
+
+    def fused_tv_aug():
+        x, _ = aug(img, generator=gen)
+        l1, _l2 = tv_prior(x, backend="triton")
+        torch.autograd.grad(75.0 * l1, img, retain_graph=False)
+
+    def reference_tv_aug():
+        x = ref.augment(img, 52)
+        l1, l2 = ref.image_prior_losses(x)
+        torch.autograd.grad(75.0 * l1 + 0.0 * l2, img)
+
+    base = bench(reference_tv_aug, smoke)
+    add("TV + augmentation fwd+bwd, 48x3x416^2", bench(fused_tv_aug, smoke), 6 * img_bytes, "<= 0.2 ms", base)
+    x_aug = aug(img, generator=gen)[0]
+    add("  augmentation fwd+bwd alone", bench(lambda: torch.autograd.grad(aug(img, generator=gen)[0], img, grad_out),
+                                              smoke), 4 * img_bytes)
+    add("  TV prior fwd+bwd alone", bench(lambda: torch.autograd.grad(tv_prior(x_aug, backend="triton")[0], x_aug),
+                                          smoke), 2 * img_bytes)
+    return rows
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"# GPU suite: fused ops on {result['device']}", "",
+             f"torch {result['torch']}, triton {result['triton']}, commit {result['commit']}, {result['date']}. "
+             f"Measured copy bandwidth: {result['copy GB/s']:.0f} GB/s. bf16, channels_last, YOLOv3 416^2 batch 48.",
+             "", f"Correctness (Triton vs reference on the device): "
+             f"{'all passed' if not result['failures'] else '; '.join(result['failures'])}", "",
+             "| case | ms | GB/s | % copy bw | reference-style ms | speed-up | target |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        if "ms" not in r:
+            lines.append(f"| {r['name']} | {r['bytes'] / 2**20:.2f} MiB "
+                         f"({r['bytes per channel']:.1f} B per channel) | | | | | {r['target']} |")
+            continue
+        fmt = lambda k, f: f.format(r[k]) if k in r else ""  # noqa: E731
+        lines.append(f"| {r['name']} | {r['ms']:.3f} | {fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
+                     f"{fmt('reference-style ms', '{:.3f}')} | {fmt('speed-up', '{:.1f}x')} | {r['target'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results", help="folder for ops_gpu.json and ops_gpu.md")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (Triton interpreter): checks the script")
+    args = parser.parse_args()
+    if args.smoke:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        device = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        sys.exit("gpu_suite: no CUDA device; run with --smoke to check the script on CPU")
+    else:
+        device = torch.device("cuda")
+    import triton
+
+    copy_gbs = copy_bandwidth(device, args.smoke)
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)",
+        "torch": torch.__version__, "triton": triton.__version__, "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "copy GB/s": copy_gbs,
+        "failures": correctness(device, args.smoke),
+    }
+    result["rows"] = timings(device, args.smoke, copy_gbs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "_smoke" if args.smoke else ""
+    (out / f"ops_gpu{suffix}.json").write_text(json.dumps(result, indent=2))
+    (out / f"ops_gpu{suffix}.md").write_text(to_markdown(result))
+    print(to_markdown(result))
+    if result["failures"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

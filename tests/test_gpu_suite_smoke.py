@@ -1,0 +1,20 @@
+"""The GPU suite script runs end to end (tiny shapes on CPU through the Triton interpreter), so the one
+command that measures the GPU figures is known to work before a GPU is at hand."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_suite.py"), "--smoke", "--out", str(tmp_path)],
+                   check=True, cwd=root, capture_output=True, env={**os.environ, "TRITON_INTERPRET": "1"})
+    result = json.loads((tmp_path / "ops_gpu_smoke.json").read_text())
+    assert result["failures"] == []
+    assert {r["name"].split(",")[0] for r in result["rows"]} >= {"BN statistics pass", "BN-statistics loss fwd+bwd"}
+    assert (tmp_path / "ops_gpu_smoke.md").read_text().startswith("# GPU suite")
