@@ -12,6 +12,7 @@ setup(
         "fastdiode",
         "fastdiode.ops",
         "fastdiode.losses",
+        "fastdiode.models",
         "fastdiode.runtime",
         "fastdiode.kernels",
     ],

@@ -1,0 +1,63 @@
+"""fastdiode's own checkpoints: ``NAME.safetensors`` (the state dict) beside ``NAME.json`` (model name, layer
+list, classes, class names, input size, anchors and any extra metadata), so a model loads without code."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.files import atomic_write
+
+
+def _stem(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def save(model: Darknet, path: str | Path, class_names: list[str] | None = None, **metadata) -> Path:
+    """Save ``model`` as PATH.safetensors + PATH.json (each written atomically); returns the .safetensors path."""
+    stem = _stem(path)
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ValueError(f"class_names: {len(class_names)} names for a model with {model.num_classes} classes")
+    info = {
+        "format": "fastdiode-detector/1", "name": model.name, "num_classes": model.num_classes,
+        "class_names": class_names or [str(i) for i in range(model.num_classes)],
+        "input_size": model.input_size, "anchors": [h.anchors.tolist() for h in model.heads],
+        "strides": [h.stride for h in model.heads], "layers": model.layer_specs, "metadata": metadata,
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    weights = stem.with_suffix(".safetensors")
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
+    return weights
+
+
+def load_info(path: str | Path) -> dict:
+    """The JSON half of a checkpoint."""
+    meta = _stem(path).with_suffix(".json")
+    if not meta.is_file():
+        raise FileNotFoundError(f"checkpoint {meta}: no such file (a fastdiode checkpoint is NAME.safetensors "
+                                "+ NAME.json)")
+    info = json.loads(meta.read_text())
+    if info.get("format") != "fastdiode-detector/1":
+        raise ValueError(f"checkpoint {meta}: not a fastdiode detector checkpoint (format {info.get('format')!r})")
+    return info
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Darknet:
+    """Rebuild and load a model saved with :func:`save`; ``model.class_names`` holds the class names."""
+    info = load_info(path)
+    weights = _stem(path).with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {weights}: no such file")
+    model = Darknet(info["layers"], input_size=info["input_size"], name=info["name"])
+    state = load_file(str(weights), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {weights} does not match its JSON's layers: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    model.class_names = info["class_names"]
+    return model.to(map_location)

@@ -1,0 +1,146 @@
+"""A darknet-layout detector built from a layer list (a parsed .cfg or a built-in definition).
+
+Conv + BatchNorm + LeakyReLU(0.1) blocks, shortcuts, routes, nearest upsampling, max-pooling and YOLO heads,
+in darknet layer order (which is also the order of a .weights file). ``forward`` returns the raw head maps,
+one (B, A, H, W, 5 + C) tensor per YOLO layer, in train and eval mode alike; :mod:`.postprocess` decodes them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastdiode.models.cfg import normalize_layer
+
+ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "relu": nn.ReLU, "mish": nn.Mish,
+               "swish": nn.SiLU, "logistic": nn.Sigmoid}
+
+
+class ConvBlock(nn.Module):
+    """Conv2d (+ BatchNorm2d) + activation; the conv has a bias only without BN, as in darknet."""
+
+    def __init__(self, c_in: int, c_out: int, size: int, stride: int, batch_norm: bool, activation: str,
+                 pad: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, size, stride, padding=size // 2 if pad else 0, bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(c_out, momentum=0.03, eps=1e-4) if batch_norm else None
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)
+
+
+class MaxPool(nn.Module):
+    """Darknet max-pooling: total padding size - 1 (asymmetric, right/bottom, when size is even)."""
+
+    def __init__(self, size: int, stride: int):
+        super().__init__()
+        pad = size - 1
+        self.pad = (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2) if pad % 2 else None
+        self.pool = nn.MaxPool2d(size, stride, padding=0 if pad % 2 else pad // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = nn.functional.pad(x, self.pad, value=float("-inf"))
+        return self.pool(x)
+
+
+class YoloHead(nn.Module):
+    """Reshapes a detection conv's output (B, A*(5+C), H, W) into the raw map (B, A, H, W, 5+C)."""
+
+    def __init__(self, anchors: list[tuple[float, float]], num_classes: int, stride: int):
+        super().__init__()
+        self.num_classes, self.stride = num_classes, stride
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))  # pixels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return x.view(b, len(self.anchors), 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2)
+
+
+def _resolve(index: int, ref: int) -> int:
+    """Darknet layer references: negative is relative to the current layer, non-negative is absolute."""
+    return index + ref if ref < 0 else ref
+
+
+class Darknet(nn.Module):
+    """A detector defined by a darknet layer list; ``heads`` are its YOLO layers in output order."""
+
+    def __init__(self, layers: list[dict], in_channels: int = 3, input_size: int = 416, name: str = "darknet"):
+        super().__init__()
+        layers = [normalize_layer(s) for s in layers]
+        self.name, self.input_size, self.layer_specs = name, input_size, layers
+        self.blocks = nn.ModuleList()
+        self.inputs: list[list[int]] = []  # for each layer, the earlier layers it reads besides the previous one
+        channels: list[int] = []
+        strides: list[int] = []
+        c, s = in_channels, 1
+        for i, spec in enumerate(layers):
+            kind = spec["type"]
+            refs: list[int] = []
+            if kind == "convolutional":
+                if spec["activation"] not in ACTIVATIONS:
+                    raise ValueError(f"layer {i} [convolutional]: activation {spec['activation']!r} is not one "
+                                     f"of {', '.join(ACTIVATIONS)}")
+                block = ConvBlock(c, spec["filters"], spec["size"], spec["stride"], bool(spec["batch_normalize"]),
+                                  spec["activation"], bool(spec["pad"]))
+                c, s = spec["filters"], s * spec["stride"]
+            elif kind == "shortcut":
+                refs = [_resolve(i, spec["from"] if isinstance(spec["from"], int) else spec["from"][0])]
+                block = ACTIVATIONS[spec["activation"]]()
+            elif kind == "route":
+                refs = [_resolve(i, r) for r in (spec["layers"] if isinstance(spec["layers"], list)
+                                                 else [spec["layers"]])]
+                block = nn.Identity()
+                c, s = sum(channels[r] for r in refs), strides[refs[0]]
+            elif kind == "upsample":
+                block = nn.Upsample(scale_factor=spec["stride"], mode="nearest")
+                s //= spec["stride"]
+            elif kind == "maxpool":
+                block = MaxPool(spec["size"], spec["stride"])
+                s *= spec["stride"]
+            elif kind == "yolo":
+                anchors = spec["anchors"]
+                pairs = [(float(anchors[2 * k]), float(anchors[2 * k + 1])) for k in range(len(anchors) // 2)]
+                mask = spec["mask"] if isinstance(spec["mask"], list) else [spec["mask"]]
+                block = YoloHead([pairs[m] for m in mask], spec["classes"], s)
+                if c != len(mask) * (5 + spec["classes"]):
+                    raise ValueError(f"layer {i} [yolo]: the conv before it has {c} filters, expected "
+                                     f"{len(mask)} anchors x (5 + {spec['classes']} classes) = "
+                                     f"{len(mask) * (5 + spec['classes'])}")
+            else:
+                raise ValueError(f"layer {i}: unsupported layer type {kind!r}")
+            if any(r < 0 or r >= i for r in refs):
+                raise ValueError(f"layer {i} [{kind}]: refers to layer(s) {refs} outside 0..{i - 1}")
+            self.blocks.append(block)
+            self.inputs.append(refs)
+            channels.append(c)
+            strides.append(s)
+        self.kept = sorted({r for refs in self.inputs for r in refs})
+        self.heads = [b for b in self.blocks if isinstance(b, YoloHead)]
+        if not self.heads:
+            raise ValueError(f"{name}: the layer list has no [yolo] layer")
+        self.num_classes = self.heads[0].num_classes
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        saved: dict[int, torch.Tensor] = {}
+        outputs = []
+        for i, (block, refs) in enumerate(zip(self.blocks, self.inputs)):
+            kind = self.layer_specs[i]["type"]
+            if kind == "route":
+                x = saved[refs[0]] if len(refs) == 1 else torch.cat([saved[r] for r in refs], 1)
+            elif kind == "shortcut":
+                x = block(x + saved[refs[0]])
+            else:
+                x = block(x)
+            if kind == "yolo":
+                outputs.append(x)
+            if i in self.kept:
+                saved[i] = x
+        return outputs
+
+    def conv_blocks(self) -> list[ConvBlock]:
+        """The conv layers in darknet order: the order of their parameters in a .weights file."""
+        return [b for b in self.blocks if isinstance(b, ConvBlock)]
