@@ -1,5 +1,7 @@
 """Losses to drop into any trainer: nn.Modules and functional forms."""
 from fastdiode.losses.bn_stat import BNStatLoss, bn_stat_loss, cosine_layer_weights
 from fastdiode.losses.priors import TVPrior, image_norm_prior, tv_prior
+from fastdiode.losses.yolo import yolo_loss
 
-__all__ = ["BNStatLoss", "TVPrior", "bn_stat_loss", "cosine_layer_weights", "image_norm_prior", "tv_prior"]
+__all__ = ["BNStatLoss", "TVPrior", "bn_stat_loss", "cosine_layer_weights", "image_norm_prior", "tv_prior",
+           "yolo_loss"]

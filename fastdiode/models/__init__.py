@@ -5,6 +5,7 @@ from pathlib import Path
 from fastdiode.models.cfg import parse_cfg
 from fastdiode.models.checkpoint import load, load_info, save
 from fastdiode.models.darknet import Darknet
+from fastdiode.models.postprocess import batched_nms, decode, nms, postprocess
 from fastdiode.models.weights import load_darknet_weights, save_darknet_weights
 from fastdiode.models.zoo import MODELS, build_model
 
@@ -16,5 +17,5 @@ def from_cfg(path: str | Path) -> Darknet:
                    name=Path(str(path)).stem)
 
 
-__all__ = ["MODELS", "Darknet", "build_model", "from_cfg", "load", "load_darknet_weights", "load_info",
-           "parse_cfg", "save", "save_darknet_weights"]
+__all__ = ["MODELS", "Darknet", "batched_nms", "build_model", "decode", "from_cfg", "load", "load_darknet_weights",
+           "load_info", "nms", "parse_cfg", "postprocess", "save", "save_darknet_weights"]

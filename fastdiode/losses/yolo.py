@@ -1,0 +1,84 @@
+"""YOLOv3 detection loss as in the reference code (method.md §2.3), in fixed shapes.
+
+Each target box (class, centre, w, h, normalised) is assigned, at every scale, to every anchor whose
+width/height IoU with it (in grid units) exceeds ``iou_t``, at cell floor(centre * grid). Predicted boxes:
+p_xy = sigmoid(t_xy), p_wh = exp(t_wh) * anchor (exp clamped at 1e3).
+
+    L_box = sum_s mean over matches (1 - GIoU)
+    L_obj = sum_s BCE-with-logits mean over all cells (1 at matched cells, 0 elsewhere)
+    L_cls = sum_s BCE-with-logits mean over matches x classes (one-hot)
+    L_det = 3.54 L_box + 64.3 L_obj + 37.4 L_cls
+
+Every (image, target, anchor) triple is evaluated and masked, so shapes never depend on the data: no
+boolean indexing, no host sync — the loss runs inside torch.compile(fullgraph=True) and a CUDA graph.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fastdiode.models.boxes import generalized_iou, wh_iou, xywh_to_xyxy
+from fastdiode.models.darknet import Darknet
+from fastdiode.ops._common import upcast
+
+__all__ = ["yolo_loss"]
+
+WEIGHTS = (3.54, 64.3, 37.4)
+
+
+def _check(preds: list[torch.Tensor], targets: torch.Tensor, model: Darknet) -> None:
+    if len(preds) != len(model.heads):
+        raise ValueError(f"preds: {len(preds)} head maps, but the model has {len(model.heads)} YOLO layers")
+    if targets.dim() != 3 or targets.shape[-1] != 5:
+        raise ValueError(f"targets: expected a padded (B, K, 5) tensor cls, xc, yc, w, h; got {tuple(targets.shape)}")
+    for p, head in zip(preds, model.heads):
+        if p.dim() != 5 or p.shape[0] != targets.shape[0] or p.shape[1] != len(head.anchors) \
+                or p.shape[-1] != 5 + head.num_classes:
+            raise ValueError(f"preds: head map of shape {tuple(p.shape)} does not match a batch of "
+                             f"{targets.shape[0]} with {len(head.anchors)} anchors and {head.num_classes} classes")
+
+
+def yolo_loss(
+    preds: list[torch.Tensor],
+    targets: torch.Tensor,
+    model: Darknet,
+    iou_t: float = 0.225,
+    weights: tuple[float, float, float] = WEIGHTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_det, stacked detached (L_box, L_obj, L_cls)) of raw head maps against padded targets (B, K, 5)."""
+    _check(preds, targets, model)
+    dtype = upcast(preds[0]).dtype
+    targets = targets.to(dtype)
+    valid = targets[..., 0] >= 0
+    zero = preds[0].new_zeros((), dtype=dtype)
+    l_box, l_obj, l_cls = zero, zero, zero
+    for p, head in zip(preds, model.heads):
+        b, a, h, w, _ = p.shape
+        k = targets.shape[1]
+        p = upcast(p)
+        anchors = (head.anchors / head.stride).to(p.device, dtype)  # grid units
+        size = torch.tensor([w, h], device=p.device, dtype=dtype)
+        gxy = targets[..., 1:3] * size
+        gwh = targets[..., 3:5] * size
+        match = valid[..., None] & (wh_iou(gwh, anchors) > iou_t)  # (B, K, A)
+        cell = gxy.long()
+        gi = cell[..., 0].clamp(0, w - 1)[..., None].expand(b, k, a)
+        gj = cell[..., 1].clamp(0, h - 1)[..., None].expand(b, k, a)
+        bi = torch.arange(b, device=p.device).view(b, 1, 1).expand(b, k, a)
+        ai = torch.arange(a, device=p.device).view(1, 1, a).expand(b, k, a)
+        ps = p[bi, ai, gj, gi]  # (B, K, A, 5 + C): the prediction at each candidate match
+        pbox = torch.cat([ps[..., :2].sigmoid(), ps[..., 2:4].exp().clamp(max=1e3) * anchors], -1)
+        offset = gxy - torch.stack([gi[..., 0], gj[..., 0]], -1).to(dtype)
+        tbox = torch.cat([offset, gwh], -1)[:, :, None].expand(b, k, a, 4)
+        giou = generalized_iou(xywh_to_xyxy(pbox), xywh_to_xyxy(tbox))
+        m = match.to(dtype)
+        n = m.sum().clamp_min(1.0)
+        l_box = l_box + ((1.0 - giou) * m).sum() / n
+        tobj = torch.zeros_like(p[..., 4]).index_put((bi, ai, gj, gi), m, accumulate=True).clamp(max=1.0)
+        l_obj = l_obj + F.binary_cross_entropy_with_logits(p[..., 4], tobj)
+        classes = torch.arange(head.num_classes, device=p.device)
+        tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand(b, k, a, head.num_classes)
+        bce = F.binary_cross_entropy_with_logits(ps[..., 5:], tcls, reduction="none").mean(-1)
+        l_cls = l_cls + (bce * m).sum() / n
+    total = weights[0] * l_box + weights[1] * l_obj + weights[2] * l_cls
+    return total, torch.stack([l_box, l_obj, l_cls]).detach()
