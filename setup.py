@@ -11,6 +11,8 @@ setup(
     packages=[
         "fastdiode",
         "fastdiode.ops",
+        "fastdiode.data",
+        "fastdiode.eval",
         "fastdiode.losses",
         "fastdiode.models",
         "fastdiode.runtime",
@@ -25,8 +27,10 @@ setup(
         "tqdm",
         "safetensors",
         "pillow",
+        "pycocotools",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist"],
+        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval"],
     },
+    entry_points={"console_scripts": ["fastdiode = fastdiode.cli:main"]},
 )
