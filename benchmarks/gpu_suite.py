@@ -1,10 +1,12 @@
-"""GPU suite for the fused ops: correctness on CUDA, then timings at YOLOv3 416^2 batch-48 shapes.
+"""GPU suite: fused-op correctness on CUDA, op timings at YOLOv3 416^2 batch-48 shapes, detector timings.
 
     PYTHONPATH=. python benchmarks/gpu_suite.py --out benchmarks/results        (make bench-gpu)
 
 Writes ops_gpu.json and ops_gpu.md (device, torch/triton versions, git commit). Reports ms (median of
 triton.testing.do_bench), achieved GB/s and % of the device's measured copy bandwidth, and the issue's
-targets. ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check the script.
+targets; then YOLOv3-SPP fwd + input gradient at 160^2 x 256, 320^2 x 96 and 416^2 x 48 against the conv
+floor of method.md §10. ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check
+the script.
 """
 from __future__ import annotations
 
@@ -176,6 +178,41 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     return rows
 
 
+DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the floor of method.md §10
+
+
+def model_timings(device, smoke: bool) -> list[dict]:
+    """YOLOv3-SPP fwd + input gradient (teacher frozen) at the paper's stage shapes, bf16 channels_last,
+    eager and torch.compile'd, against the conv floor 2 x forward FLOPs / dense bf16 peak."""
+    from fastdiode.models import build_model
+    from fastdiode.models.flops import conv_flops
+
+    name, shapes = ("yolo-micro", [(32, 4), (64, 2)]) if smoke else ("yolov3-spp", [(160, 256), (320, 96), (416, 48)])
+    rows = []
+    for size, batch in shapes:
+        model = build_model(name).eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+        x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+        floor_ms = 2 * conv_flops(model, size) * batch / (DENSE_BF16_TFLOPS * 1e12) * 1e3
+        for mode in ("eager", "compiled"):
+            backend = "aot_eager" if smoke else "inductor"  # smoke: exercise the path without inductor codegen
+            net = torch.compile(model, backend=backend) if mode == "compiled" else model
+
+            def step():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    out = net(x)
+                torch.autograd.grad(sum(o.float().square().mean() for o in out), x)
+
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            ms = bench(step, smoke)
+            peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+            rows.append({"name": f"{name} {size}^2 x {batch} fwd+dgrad, {mode}", "ms": ms, "floor ms": floor_ms,
+                         "% of floor": 100 * floor_ms / ms, "peak GiB": peak / 2**30,
+                         "images/s": batch / ms * 1e3, "target": "vs conv floor"})
+        del model, x
+    return rows
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -200,6 +237,11 @@ def to_markdown(result: dict) -> str:
         fmt = lambda k, f: f.format(r[k]) if k in r else ""  # noqa: E731
         lines.append(f"| {r['name']} | {r['ms']:.3f} | {fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
                      f"{fmt('reference-style ms', '{:.3f}')} | {fmt('speed-up', '{:.1f}x')} | {r['target'] or ''} |")
+    lines += ["", "## Detector fwd + input gradient (teacher frozen), bf16 channels_last", "",
+              f"Floor: 2 x conv forward FLOPs at {DENSE_BF16_TFLOPS:g} TFLOP/s dense bf16 (method.md §10).", "",
+              "| case | ms | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {r['ms']:.2f} | {r['floor ms']:.2f} | {r['% of floor']:.0f}% | {r['images/s']:.0f} | "
+              f"{r['peak GiB']:.1f} |" for r in result.get("model_rows", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +267,7 @@ def main() -> None:
         "failures": correctness(device, args.smoke),
     }
     result["rows"] = timings(device, args.smoke, copy_gbs)
+    result["model_rows"] = model_timings(device, args.smoke)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""

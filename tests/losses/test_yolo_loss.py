@@ -57,9 +57,9 @@ def test_no_targets_gives_only_objectness(model):
 
 
 def test_gradcheck_float64(model):
-    preds = [torch.randn(2, 3, 32 // h.stride, 32 // h.stride, 9, dtype=torch.float64, requires_grad=True)
+    preds = [torch.randn(1, 3, 32 // h.stride, 32 // h.stride, 9, dtype=torch.float64, requires_grad=True)
              for h in model.heads]
-    assert torch.autograd.gradcheck(lambda *p: yolo_loss(list(p), TARGETS.double(), model)[0], preds)
+    assert torch.autograd.gradcheck(lambda *p: yolo_loss(list(p), TARGETS[:1].double(), model)[0], preds)
 
 
 def test_gradient_reaches_the_image_not_the_model(model):
