@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -51,15 +52,27 @@ def evaluate(gt_json: str | Path, detections: list[dict]) -> dict:
 
 
 def tide_errors(gt_json: str | Path, det_json: str | Path) -> dict | None:
-    """TIDE's error breakdown (dAP per error type) when the optional ``tidecv`` package is installed."""
+    """TIDE's error breakdown (dAP per error type) when the optional ``tidecv`` package is installed. TIDE
+    reads a ``segmentation`` for every annotation even in box mode: missing ones get the box's polygon."""
     try:
         from tidecv import TIDE, datasets
     except ImportError:
         return None
-    tide = TIDE()
-    tide.evaluate(datasets.COCO(str(gt_json)), datasets.COCOResult(str(det_json)), mode=TIDE.BOX)
-    errors = tide.get_all_errors()
-    return {k: {name: float(v) for name, v in group.items()} for k, group in errors.items()}
+    gt = json.loads(Path(gt_json).read_text())
+    for ann in gt["annotations"]:
+        if not ann.get("segmentation"):
+            x, y, w, h = ann["bbox"]
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    with tempfile.TemporaryDirectory() as tmp:
+        patched = Path(tmp) / "gt.json"
+        patched.write_text(json.dumps(gt))
+        tide = TIDE()
+        with contextlib.redirect_stdout(io.StringIO()):
+            tide.evaluate(datasets.COCO(str(patched)), datasets.COCOResult(str(det_json)), mode=TIDE.BOX)
+            errors = tide.get_all_errors()
+    # {'main' | 'special': {run name: {error type: dAP}}}, with a single run here
+    return {kind: {name: float(v) for group in runs.values() for name, v in group.items()}
+            for kind, runs in errors.items()}
 
 
 @torch.no_grad()

@@ -77,3 +77,14 @@ def test_eval_cli_errors(tmp_path, gt_json, capsys):
         assert main(["eval", "--weights", "x.weights", "--model", "yolov3-tiny", "--images", str(tmp_path),
                      "--annotations", str(gt_json), "--device", "cuda:0"]) == 2
         assert "CUDA was requested but no CUDA device" in capsys.readouterr().err
+
+
+def test_tide_breakdown_when_installed(tmp_path, gt_json):
+    pytest.importorskip("tidecv")
+    from fastdiode.eval import tide_errors
+
+    dets = gt_detections(gt_json)
+    dets[1]["category_id"] = 1  # the dog of image 1 labelled cat: a classification error
+    (tmp_path / "det.json").write_text(json.dumps(dets))
+    errors = tide_errors(gt_json, tmp_path / "det.json")
+    assert errors["main"]["Cls"] > 0 and errors["main"]["Loc"] == 0
