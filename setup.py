@@ -13,6 +13,7 @@ setup(
         "fastdiode.ops",
         "fastdiode.data",
         "fastdiode.eval",
+        "fastdiode.inversion",
         "fastdiode.losses",
         "fastdiode.models",
         "fastdiode.runtime",

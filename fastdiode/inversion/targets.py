@@ -1,0 +1,82 @@
+"""What the synthesized images should contain (method.md §4), as padded (B, K, 5) ``cls, xc, yc, w, h``
+targets (normalised; rows with cls < 0 are padding): one box per image, boxes from an existing label set,
+and Y_fp false-positive sampling from the teacher's own confident predictions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fastdiode.data.dataset import DetectionDataset
+from fastdiode.models.boxes import box_iou, xywh_to_xyxy
+from fastdiode.models.darknet import Darknet
+from fastdiode.models.postprocess import postprocess
+
+PAD_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def empty_targets(batch: int, capacity: int, device=None) -> torch.Tensor:
+    return torch.tensor(PAD_ROW, device=device).repeat(batch, capacity, 1)
+
+
+def one_box_targets(batch: int, num_classes: int, capacity: int, generator: torch.Generator | None = None,
+                    min_size: float = 0.2, max_size: float = 0.8, device=None) -> torch.Tensor:
+    """DIODE's default: one box per image, w, h ~ U[min_size, max_size], centre uniform with the box inside the
+    image, class uniform; drawn on ``device`` (the generator's by default)."""
+    device = generator.device if device is None and generator is not None else device
+    u = torch.rand(batch, 4, generator=generator, device=device)
+    wh = min_size + (max_size - min_size) * u[:, :2]
+    xy = wh / 2 + (1 - wh) * u[:, 2:]
+    cls = torch.randint(0, num_classes, (batch, 1), generator=generator, device=device).float()
+    targets = empty_targets(batch, capacity, device)
+    targets[:, 0] = torch.cat([cls, xy, wh], 1)
+    return targets
+
+
+class LabelTargets:
+    """Targets read from an existing label set (COCO json or YOLO labels folder + its images), in order:
+    job batch ``b`` takes images ``b * B ... b * B + B - 1`` (cycling). Boxes keep their normalised
+    coordinates on the square canvas."""
+
+    def __init__(self, images: str | Path, labels: str | Path, capacity: int, num_classes: int):
+        self.dataset = DetectionDataset(images, labels, capacity=capacity, num_classes=num_classes)
+        self.capacity = capacity
+
+    def batch(self, batch_id: int, batch_size: int, device=None) -> torch.Tensor:
+        targets = empty_targets(batch_size, self.capacity)
+        for i in range(batch_size):
+            index = (batch_id * batch_size + i) % len(self.dataset)
+            boxes = self.dataset.boxes(index)[: self.capacity]
+            targets[i, : len(boxes)] = boxes
+        return targets.to(device)
+
+
+@torch.no_grad()
+def sample_false_positives(teacher: Darknet, images: torch.Tensor, targets: torch.Tensor, conf: float = 0.2,
+                           iou: float = 0.35, min_area: float = 0.01, max_area: float = 0.85,
+                           nms_iou: float = 0.45, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Y_fp: the teacher's confident predictions on the un-augmented images that overlap no current target
+    (max IoU < ``iou``) and cover (min_area, max_area) of the image, appended into free target rows (never
+    beyond the capacity). Runs outside the compiled step (NMS needs the host)."""
+    b, _, h, w = images.shape
+    capacity = targets.shape[1]
+    with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+        preds = teacher(images)
+    detections = postprocess(preds, conf_thres=conf, iou_thres=nms_iou, max_det=capacity, model=teacher)
+    out = targets.clone()
+    scale = torch.tensor([w, h, w, h], device=images.device, dtype=torch.float32)
+    for i, det in enumerate(detections):
+        valid = out[i, :, 0] >= 0
+        free = (~valid).nonzero().flatten().tolist()
+        if not free or det.numel() == 0:
+            continue
+        boxes = (det[:, :4].float() / scale).clamp(0, 1)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = (area > min_area) & (area < max_area)
+        if valid.any():
+            keep &= box_iou(boxes, xywh_to_xyxy(out[i, valid, 1:5].float())).max(1).values < iou
+        for box, cls in zip(boxes[keep][: len(free)], det[keep, 5][: len(free)]):
+            x1, y1, x2, y2 = box.tolist()
+            out[i, free.pop(0)] = torch.tensor([float(cls), (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    return out
