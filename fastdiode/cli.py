@@ -1,9 +1,11 @@
-"""The ``fastdiode`` command line. Subcommands: ``eval`` (COCO mAP of a detector on an image folder)."""
+"""The ``fastdiode`` command line. Subcommands: ``invert`` (synthesize a detection dataset from a teacher,
+also under torchrun) and ``eval`` (COCO mAP of a detector on an image folder)."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +37,82 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def randomized_teacher(name: str | None, cfg: str | None, num_classes: int, seed: int = 0):
+    """A teacher with random weights and random BN statistics: for benchmarking speed only."""
+    from fastdiode import models
+
+    torch.manual_seed(seed)
+    net = models.from_cfg(cfg) if cfg else models.build_model(name, num_classes=num_classes)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def load_teacher(teacher_cfg) -> tuple:
+    """(teacher, class names, stamp) for an inversion config's ``teacher`` section."""
+    weights = teacher_cfg.weights
+    if not weights:
+        raise ValueError("teacher.weights: required: a darknet .weights file, a fastdiode checkpoint, or 'random' "
+                         "(random weights, for benchmarking only)")
+    if weights == "random":
+        net = randomized_teacher(teacher_cfg.model, teacher_cfg.cfg, teacher_cfg.num_classes)
+        stamp = "random weights and BN statistics (benchmarking only; the images mean nothing)"
+    else:
+        darknet = Path(weights).suffix == ".weights"
+        net = load_detector(weights, teacher_cfg.model if darknet and not teacher_cfg.cfg else None,
+                            teacher_cfg.cfg if darknet else None, teacher_cfg.num_classes)
+        stamp = str(weights)
+    if net.num_classes != teacher_cfg.num_classes:
+        raise ValueError(f"teacher.num_classes: {teacher_cfg.num_classes}, but {weights} has {net.num_classes} "
+                         "classes")
+    names = getattr(net, "class_names", None) or [str(i) for i in range(net.num_classes)]
+    return net, names, stamp
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from fastdiode.config import load_config
+    from fastdiode.inversion import InversionConfig
+    from fastdiode.inversion.job import run_job
+    from fastdiode.runtime import set_backend
+
+    cfg = load_config(InversionConfig, args.config, args.overrides)
+    device = resolve_device(cfg.job.device)
+    teacher, class_names, stamp = load_teacher(cfg.teacher)
+    set_backend(cfg.job.backend)
+    rank, world, local_rank = init_distributed()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if rank == 0:
+        logging.getLogger("fastdiode").info(
+            "fastdiode invert: %d batches of %d images on %s x %d (%s), backend %s, precision %s -> %s",
+            cfg.job.num_batches, cfg.stages.batch_size[0], device, world, stamp, cfg.job.backend,
+            cfg.job.precision, cfg.job.out)
+    extra = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "world": world,
+             "backend": cfg.job.backend, "teacher": stamp}
+    summary = run_job(cfg, teacher, device, class_names, rank, world, extra)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if summary is not None:
+        print(f"fastdiode invert: {summary['images']} images in {summary['seconds']:.0f} s "
+              f"({summary['images_per_hour']:.0f} images/hour), {len(summary['batches_failed'])} failed batches "
+              f"-> {cfg.job.out}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fastdiode.eval import coco_map, format_report
 
@@ -53,6 +131,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdiode", description="Fast data-free distillation of detectors (DIODE)")
     sub = parser.add_subparsers(dest="command", required=True)
+    inv = sub.add_parser("invert", help="synthesize a detection dataset from a frozen teacher (DIODE)")
+    inv.add_argument("--config", help="YAML config (default: the paper's values)")
+    inv.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. job.num_batches=10")
+    inv.set_defaults(func=cmd_invert)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")
     ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors) or darknet .weights")
     ev.add_argument("--model", help="built-in architecture of a darknet .weights file (yolov3, yolov3-spp, ...)")
@@ -76,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
         print(f"fastdiode {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -86,7 +86,7 @@ class DiodeInverter:
         return total, torch.stack([total, det, bn, tv_l1, tv_l2, l2]).detach()
 
     def _optimize(self, x: torch.Tensor, targets: torch.Tensor, stage: int, seed: int, step0: int,
-                  result: InversionResult, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  result: InversionResult, chunk: int, progress) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one stage on one chunk; returns the optimised images and the (possibly grown) targets."""
         cfg, st = self.cfg, self.cfg.stages
         iters = st.iterations[stage]
@@ -110,6 +110,8 @@ class DiodeInverter:
             opt.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
+            if progress is not None:
+                progress(stage)
             step = step0 + t
             if (t + 1) % cfg.job.log_every == 0 or t == iters - 1:
                 values = dict(zip(LOSS_NAMES, parts.tolist()))
@@ -123,9 +125,11 @@ class DiodeInverter:
                                                  fp.max_area, fp.nms_iou, self.autocast_dtype)
         return x.detach(), targets
 
-    def invert(self, targets: torch.Tensor, seed: int, init: torch.Tensor | None = None) -> InversionResult:
+    def invert(self, targets: torch.Tensor, seed: int, init: torch.Tensor | None = None,
+               progress=None) -> InversionResult:
         """Optimise ``len(targets)`` images through every stage. ``init`` (B, 3, H, W) in [0, 1] replaces the
-        default initialisation clamp(randn, 0, 1). The result is a function of (config, seed) on a device."""
+        default initialisation clamp(randn, 0, 1); ``progress(stage)`` is called after every step. The result
+        is a function of (config, seed) on a given device and backend."""
         st = self.cfg.stages
         b = targets.shape[0]
         targets = targets.to(self.device).float()
@@ -145,7 +149,7 @@ class DiodeInverter:
             for chunk, lo in enumerate(range(0, b, st.batch_size[stage])):
                 hi = min(lo + st.batch_size[stage], b)
                 xs, ts = self._optimize(x[lo:hi], targets[lo:hi], stage, derive_seed(seed, stage, chunk), step0,
-                                        result, chunk)
+                                        result, chunk, progress)
                 chunks_x.append(xs)
                 chunks_t.append(ts)
                 if result.failed:

@@ -112,3 +112,16 @@ def test_default_config_is_the_paper():
     assert cfg.stages.lr == [0.2, 0.002, 0.0002] and cfg.stages.iterations == [2500, 1500, 1000]
     assert (cfg.loss.tv_l1, cfg.loss.bn, cfg.loss.l2) == (75.0, 0.1, 1e-7)
     assert (cfg.fp.warmup, cfg.fp.every, cfg.fp.stop, cfg.fp.conf, cfg.fp.iou) == (800, 100, 2800, 0.2, 0.35)
+
+
+@pytest.mark.parametrize("name", ["diode_yolov3_coco", "diode_reference_code"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
+    cfg = load_config(InversionConfig, path)
+    if name == "diode_yolov3_coco":
+        assert cfg == load_config(InversionConfig, None, ["job.out=runs/diode_yolov3_coco"])  # paper == defaults
+    else:
+        assert cfg.stages.resolution == [160, 320] and cfg.stages.betas[1] == [0.9, 0.999]
+        assert cfg.loss.bn_layers == "backbone" and cfg.stages.lr_min == [0.0, 0.0005]

@@ -1,0 +1,186 @@
+"""A whole inversion job: batches of images written as a ready-to-train dataset, resumable and shardable.
+
+Output folder: images/*.png (rounded to uint8), labels/*.txt (YOLO), annotations.json (COCO),
+manifest.jsonl (one line per finished or failed batch: id, seed, config hash, per-stage losses, seconds),
+summary.json and preview.png (the first batch with its boxes). Every file is written atomically and a
+batch's manifest line only after all its files, so a rerun after a crash skips finished batches and redoes
+the interrupted one identically (its content is a function of config, seed and batch id). Under torchrun,
+rank r takes batch ids b with b % world == r, keeps its own manifest, and rank 0 merges at the end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from fastdiode.config import config_hash, to_dict
+from fastdiode.data.images import write_png
+from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_labels
+from fastdiode.inversion.config import InversionConfig
+from fastdiode.inversion.inverter import DiodeInverter, derive_seed
+from fastdiode.inversion.targets import LabelTargets, one_box_targets
+from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.files import atomic_write
+
+log = logging.getLogger("fastdiode")
+
+
+def image_name(batch: int, index: int) -> str:
+    return f"b{batch:06d}_{index:04d}"
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """The manifest's entries; a torn last line (a crash mid-append) is ignored."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def append_line(path: Path, entry: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+
+
+def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None, device) -> torch.Tensor:
+    size = cfg.stages.batch_size[0]
+    if labels is not None:
+        return labels.batch(batch, size, device)
+    gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.job.seed, batch, -2))
+    return one_box_targets(size, cfg.teacher.num_classes, cfg.targets.capacity, gen, cfg.targets.min_size,
+                           cfg.targets.max_size)
+
+
+def write_preview(path: Path, images: torch.Tensor, targets: torch.Tensor, class_names: list[str], cols: int = 8):
+    """A grid of up to 32 images with their target boxes and class names."""
+    from PIL import Image, ImageDraw
+
+    n = min(len(images), 32)
+    cols = min(cols, n)
+    h, w = images.shape[-2:]
+    rows = (n + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i in range(n):
+        tile = Image.fromarray(images[i].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+        draw = ImageDraw.Draw(tile)
+        for c, xc, yc, bw, bh in targets[i].tolist():
+            if c >= 0:
+                box = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
+                draw.rectangle(box, outline=(255, 40, 40), width=max(1, w // 160))
+                draw.text((box[0] + 2, box[1] + 1), class_names[int(c)], fill=(255, 255, 0))
+        grid.paste(tile, ((i % cols) * w, (i // cols) * h))
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+
+
+def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world: int, extra: dict) -> dict:
+    """annotations.json and summary.json from every rank's manifest (run by rank 0 at the end)."""
+    entries = [e for r in range(world) for e in read_manifest(out / manifest_name(r))]
+    done = sorted((e for e in entries if e["status"] == "ok"), key=lambda e: e["batch"])
+    files = []
+    size = cfg.stages.resolution[-1]
+    for e in done:
+        for i in range(e["images"]):
+            name = image_name(e["batch"], i)
+            files.append((f"{name}.png", size, size, read_yolo_labels(out / "labels" / f"{name}.txt")))
+    write_coco_json(out / "annotations.json", files, class_names)
+    per_stage = [sum(e["seconds"][s] for e in done) / max(sum(e["iterations"][s] for e in done), 1)
+                 for s in range(cfg.num_stages)]
+    seconds = sum(sum(e["seconds"]) for e in done)
+    warm = done[1:] or done  # the first batch carries compilation and warm-up
+    warm_seconds = sum(sum(e["seconds"]) for e in warm)
+    summary = {"images": len(files), "batches_done": len(done),
+               "batches_failed": sorted(e["batch"] for e in entries if e["status"] == "failed"),
+               "seconds": seconds, "seconds_per_iteration_per_stage": per_stage,
+               "images_per_hour": 3600 * sum(e["images"] for e in warm) / warm_seconds if warm_seconds else 0.0,
+               "config_hash": config_hash(cfg), **extra}
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    return summary
+
+
+class _Progress:
+    """Advances the bar by one step; relabels it only when the batch or stage changes."""
+
+    def __init__(self, bar):
+        self.bar, self.batch, self.stage = bar, None, None
+
+    def for_batch(self, batch: int):
+        self.batch, self.stage = batch, None
+        return self
+
+    def __call__(self, stage: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.bar.set_postfix_str(f"batch {self.batch} stage {stage}")
+        self.bar.update(1)
+
+
+def manifest_name(rank: int) -> str:
+    return "manifest.jsonl" if rank == 0 else f"manifest.rank{rank}.jsonl"
+
+
+def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_names: list[str],
+            rank: int = 0, world: int = 1, extra: dict | None = None) -> dict | None:
+    """Generate the job's batches this rank owns that are not in its manifest yet; rank 0 then merges.
+    Returns the summary on rank 0 (None on the others)."""
+    from tqdm import tqdm
+
+    out = Path(cfg.job.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
+    manifest = out / manifest_name(rank)
+    done = {e["batch"] for e in read_manifest(manifest)}
+    todo = [b for b in range(cfg.job.num_batches) if b % world == rank and b not in done]
+    if done:
+        log.info("fastdiode: resuming %s: %d batches already done, %d to go", out, len(done), len(todo))
+    labels = None
+    if cfg.targets.sampler == "labels":
+        labels = LabelTargets(cfg.targets.images or Path(cfg.targets.labels).parent / "images", cfg.targets.labels,
+                              cfg.targets.capacity, cfg.teacher.num_classes)
+    inverter = DiodeInverter(teacher, cfg, device)
+    chunk_steps = [it * -(-cfg.stages.batch_size[0] // bs) for it, bs in
+                   zip(cfg.stages.iterations, cfg.stages.batch_size)]  # steps per stage over all chunks
+    steps_per_batch = sum(chunk_steps)
+    bar = tqdm(total=len(todo) * steps_per_batch, unit="it", disable=not cfg.job.progress or rank != 0,
+               desc=f"invert {len(todo)} batches")
+    progress = _Progress(bar)
+    try:
+        for batch in todo:
+            seed = derive_seed(cfg.job.seed, batch)
+            start = time.perf_counter()
+            result = inverter.invert(batch_targets(cfg, batch, labels, device), seed,
+                                     progress=progress.for_batch(batch))
+            entry = {"batch": batch, "seed": seed, "config_hash": config_hash(cfg), "rank": rank,
+                     "seconds": result.seconds, "wall": time.perf_counter() - start,
+                     "iterations": chunk_steps,
+                     "stage_losses": result.stage_losses}
+            if result.failed:
+                log.warning("fastdiode: batch %d failed: %s", batch, result.failed)
+                append_line(manifest, {**entry, "status": "failed", "reason": result.failed, "images": 0})
+                continue
+            images, targets = result.images.cpu(), result.targets.cpu()
+            for i in range(len(images)):
+                name = image_name(batch, i)
+                atomic_write(out / "images" / f"{name}.png", lambda tmp, i=i: write_png(tmp, images[i]))
+                write_yolo_labels(out / "labels" / f"{name}.txt", targets[i])
+            if batch == 0:
+                write_preview(out / "preview.png", images, targets, class_names)
+            append_line(manifest, {**entry, "status": "ok", "images": len(images)})
+    finally:
+        bar.close()
+        inverter.close()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        return None
+    return merge_outputs(cfg, out, class_names, world, extra or {})
