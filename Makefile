@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test bench bench-models bench-gpu clean
+.PHONY: setup test bench bench-models bench-inversion bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
 # (torch==2.13.0) is installed only where no torch imports at all.
@@ -28,6 +28,9 @@ bench: setup
 
 bench-models: setup
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_models_cpu.py --out benchmarks/results
+
+bench-inversion: setup
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_inversion_cpu.py --out benchmarks/results
 
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu_suite.py --out benchmarks/results
