@@ -103,7 +103,11 @@ def cmd_invert(args: argparse.Namespace) -> int:
             cfg.job.precision, cfg.job.out)
     extra = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "world": world,
              "backend": cfg.job.backend, "teacher": stamp}
-    summary = run_job(cfg, teacher, device, class_names, rank, world, extra)
+    verifier = load_detector(cfg.verifier) if cfg.verifier else None
+    if verifier is not None and verifier.num_classes != teacher.num_classes:
+        raise ValueError(f"verifier: {cfg.verifier} has {verifier.num_classes} classes, the teacher "
+                         f"{teacher.num_classes}")
+    summary = run_job(cfg, teacher, device, class_names, rank, world, extra, verifier)
     if world > 1:
         torch.distributed.destroy_process_group()
     if summary is not None:

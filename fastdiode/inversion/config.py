@@ -83,7 +83,7 @@ class JobConfig:
     log_every: int = 50  # losses are read (and checked for NaN/Inf) every this many steps
     device: str = "auto"
     backend: str = "auto"  # fused ops: auto, triton, torch, reference
-    compile: str = "auto"  # the whole step: auto (on with CUDA), on, off
+    compile: bool | None = None  # torch.compile the teacher: None = with CUDA only (slower on CPU), true, false
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
     progress: bool = True
 
@@ -97,7 +97,7 @@ class InversionConfig:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     fp: FalsePositiveConfig = field(default_factory=FalsePositiveConfig)
     job: JobConfig = field(default_factory=JobConfig)
-    verifier: str | None = None  # a detector checkpoint scored against the final targets per batch
+    verifier: str | None = None  # a fastdiode checkpoint whose P/R/AP@0.5 on each batch's final targets is logged
 
     @property
     def num_stages(self) -> int:
@@ -127,7 +127,6 @@ class InversionConfig:
                               f"got {self.stages.resolution}")
         choices = {"targets.sampler": (self.targets.sampler, ("onebox", "labels")),
                    "loss.bn_layers": (self.loss.bn_layers, ("all", "backbone")),
-                   "job.compile": (self.job.compile, ("auto", "on", "off")),
                    "job.precision": (self.job.precision, ("auto", "bf16", "fp32")),
                    "job.backend": (self.job.backend, ("auto", "triton", "torch", "reference"))}
         for key, (value, allowed) in choices.items():

@@ -67,6 +67,11 @@ class DiodeInverter:
         self.bn_loss = BNStatLoss(self.teacher, layers=config.loss.bn_layers, p=config.loss.bn_p,
                                   backend=config.job.backend)
         self.num_bn = len(self.bn_loss.layer_names)
+        # On CPU the compiled detector is slower than eager (benchmarks/results/models_cpu.md): auto = CUDA only.
+        use_compile = cuda if config.job.compile is None else config.job.compile
+        self.forward = torch.compile(self.teacher) if use_compile else self.teacher
+        log.info("fastdiode: inversion on %s, %s, teacher %s", self.device,
+                 "bf16 autocast" if self.autocast_dtype else "fp32", "compiled" if use_compile else "eager")
 
     def close(self) -> None:
         """Take the BN hooks off the teacher."""
@@ -77,7 +82,7 @@ class DiodeInverter:
         x_aug, t_aug = aug(x, targets, generator=gen)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            preds = self.teacher(x_aug)
+            preds = self.forward(x_aug)
         det, _ = yolo_loss(preds, t_aug, self.teacher)
         bn = self.bn_loss()
         tv_l1, tv_l2 = tv_prior(x_aug, backend=self.cfg.job.backend)

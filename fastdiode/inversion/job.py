@@ -123,14 +123,31 @@ class _Progress:
         self.bar.update(1)
 
 
+@torch.no_grad()
+def verify(teacher: Darknet, verifier: Darknet | None, images: torch.Tensor, targets: torch.Tensor,
+           device) -> dict:
+    """P/R (at confidence 0.25) and AP@0.5 of the teacher's and the verifier's predictions against the final
+    targets: does the teacher see what was asked for, and does an independent detector agree?"""
+    from fastdiode.eval.agreement import agreement
+    from fastdiode.models.postprocess import postprocess
+
+    report = {}
+    for name, net in (("teacher", teacher), ("verifier", verifier)):
+        if net is not None:
+            dets = postprocess(net.eval()(images.to(device)), conf_thres=0.001, iou_thres=0.6, model=net)
+            report[name] = agreement(dets, targets, images.shape[-1])
+    return report
+
+
 def manifest_name(rank: int) -> str:
     return "manifest.jsonl" if rank == 0 else f"manifest.rank{rank}.jsonl"
 
 
 def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_names: list[str],
-            rank: int = 0, world: int = 1, extra: dict | None = None) -> dict | None:
+            rank: int = 0, world: int = 1, extra: dict | None = None, verifier: Darknet | None = None) -> dict | None:
     """Generate the job's batches this rank owns that are not in its manifest yet; rank 0 then merges.
-    Returns the summary on rank 0 (None on the others)."""
+    With a ``verifier``, every batch's manifest line carries the teacher's and the verifier's P/R/AP@0.5
+    against the final targets. Returns the summary on rank 0 (None on the others)."""
     from tqdm import tqdm
 
     out = Path(cfg.job.out)
@@ -168,6 +185,10 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
                 log.warning("fastdiode: batch %d failed: %s", batch, result.failed)
                 append_line(manifest, {**entry, "status": "failed", "reason": result.failed, "images": 0})
                 continue
+            if verifier is not None:
+                entry["agreement"] = verify(inverter.teacher, verifier.to(device), result.images, result.targets,
+                                            device)
+                log.info("fastdiode: batch %d agreement with its targets: %s", batch, entry["agreement"])
             images, targets = result.images.cpu(), result.targets.cpu()
             for i in range(len(images)):
                 name = image_name(batch, i)

@@ -110,3 +110,35 @@ def test_torchrun_two_processes_make_the_single_process_set(tmp_path, teacher_pa
     coco = json.loads((tmp_path / "multi" / "annotations.json").read_text())
     assert len(coco["images"]) == 12
     assert (tmp_path / "multi" / "manifest.rank1.jsonl").is_file()
+
+
+def test_verifier_agreement_is_recorded(tmp_path, teacher_path):
+    out = tmp_path / "out"
+    run_cli(job_args(teacher_path, out, "stages.iterations=[3,2]", f"verifier={teacher_path}", "job.num_batches=1"))
+    entry = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    assert set(entry["agreement"]) == {"teacher", "verifier"}
+    assert set(entry["agreement"]["teacher"]) == {"precision", "recall", "ap50"}
+
+
+@pytest.mark.slow
+def test_compiled_teacher_gives_the_eager_losses(teacher_path, monkeypatch):
+    """Dynamo traces the teacher with its BN-statistics hooks; aot_eager keeps the test free of inductor's
+    C++ compile time while checking the same capture."""
+    import functools
+
+    import torch
+
+    from fastdiode.inversion import one_box_targets
+    from fastdiode.models import load
+    from tests.inversion.conftest import tiny_config
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    results = []
+    for mode in ("false", "true"):
+        inverter = DiodeInverter(load(teacher_path), tiny_config("stages.iterations=[2,1]", f"job.compile={mode}",
+                                                                 "job.log_every=1"))
+        results.append(inverter.invert(one_box_targets(4, 4, 4, torch.Generator().manual_seed(0)), 0))
+        inverter.close()
+    eager, compiled = (r.history[0] for r in results)
+    for key in ("total", "det", "bn"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3), key
