@@ -5,7 +5,8 @@
 Writes ops_gpu.json and ops_gpu.md (device, torch/triton versions, git commit). Reports ms (median of
 triton.testing.do_bench), achieved GB/s and % of the device's measured copy bandwidth, and the issue's
 targets; then YOLOv3-SPP fwd + input gradient at 160^2 x 256, 320^2 x 96 and 416^2 x 48 against the conv
-floor of method.md §10. ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check
+floor of method.md §10; then the inversion step against the reference DIODE loop at the paper's stage shapes
+(speed-up, peak memory, images per GPU-hour over the paper's schedule). ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check
 the script.
 """
 from __future__ import annotations
@@ -213,6 +214,62 @@ def model_timings(device, smoke: bool) -> list[dict]:
     return rows
 
 
+def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
+    """Seconds per iteration of fastdiode's step and of the reference DIODE loop (same random YOLOv3-SPP, same
+    shapes), peak memory, and images per GPU-hour over the paper's full schedule."""
+    from benchmarks.reference_loop import reference_inversion
+    from fastdiode.cli import randomized_teacher
+    from fastdiode.config import load_config
+    from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets
+
+    name, shapes = ("yolo-micro", [(32, 4), (64, 3), (96, 2)]) if smoke else \
+        ("yolov3-spp", [(160, 256), (320, 96), (416, 48)])
+    iterations, schedule = (2, [2500, 1500, 1000])
+    rows = []
+    for size, batch in shapes:
+        targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
+        cfg = load_config(InversionConfig, None, [
+            f"stages.resolution=[{size}]", f"stages.batch_size=[{batch}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
+            f"stages.iterations=[{iterations if smoke else 20}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
+            "loss.first_bn_coef=[2]", f"augment.jitter=[{size // 8}]", "fp.enabled=false", "job.log_every=50",
+            f"job.compile={str(compile_teacher).lower()}"])
+        teacher = randomized_teacher(name, None, 80).to(device)
+        inverter = DiodeInverter(teacher, cfg, device)
+        inverter.invert(targets, seed=0)  # warm-up / compile
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        start = time.perf_counter()
+        inverter.invert(targets, seed=1)
+        sync()
+        fast = (time.perf_counter() - start) / cfg.stages.iterations[0]
+        fast_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        inverter.close()
+        del inverter
+        ref_teacher = randomized_teacher(name, None, 80).to(device)
+        steps = iterations if smoke else 5
+        reference_inversion(ref_teacher, targets, size, 1, jitter=size // 8, fp16=device.type == "cuda")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        start = time.perf_counter()
+        reference_inversion(ref_teacher, targets, size, steps, jitter=size // 8, fp16=device.type == "cuda")
+        sync()
+        slow = (time.perf_counter() - start) / steps
+        ref_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "reference s/it": slow,
+                     "speed-up": slow / fast, "fastdiode peak GiB": fast_peak / 2**30,
+                     "reference peak GiB": ref_peak / 2**30,
+                     "peak ratio": fast_peak / ref_peak if ref_peak else 0.0})
+        del ref_teacher
+    first_batch = shapes[0][1]
+    seconds = sum(it * -(-first_batch // b) * r["fastdiode s/it"] for it, (_, b), r in zip(schedule, shapes, rows))
+    ref_seconds = sum(it * -(-first_batch // b) * r["reference s/it"] for it, (_, b), r in zip(schedule, shapes, rows))
+    return {"rows": rows, "images per GPU-hour (paper schedule)": 3600 * first_batch / seconds,
+            "reference images per GPU-hour": 3600 * first_batch / ref_seconds, "teacher compiled": compile_teacher}
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -242,6 +299,18 @@ def to_markdown(result: dict) -> str:
               "| case | ms | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['name']} | {r['ms']:.2f} | {r['floor ms']:.2f} | {r['% of floor']:.0f}% | {r['images/s']:.0f} | "
               f"{r['peak GiB']:.1f} |" for r in result.get("model_rows", [])]
+    inv = result.get("inversion")
+    if inv:
+        lines += ["", f"## Inversion step: fastdiode vs the reference DIODE loop (teacher compiled: "
+                  f"{inv['teacher compiled']})", "",
+                  "| shape | fastdiode s/it | reference s/it | speed-up (target 8x) | peak GiB fastdiode / "
+                  "reference (target <= 60%) |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['reference s/it']:.4f} | {r['speed-up']:.1f}x | "
+                  f"{r['fastdiode peak GiB']:.1f} / {r['reference peak GiB']:.1f} ({100 * r['peak ratio']:.0f}%) |"
+                  for r in inv["rows"]]
+        lines += ["", f"Images per GPU-hour over the paper's schedule (2500/1500/1000 iterations at 160/320/416): "
+                  f"fastdiode {inv['images per GPU-hour (paper schedule)']:.0f} (target >= 3000 on an H100), "
+                  f"reference loop {inv['reference images per GPU-hour']:.0f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -249,6 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results", help="folder for ops_gpu.json and ops_gpu.md")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (Triton interpreter): checks the script")
+    parser.add_argument("--compile", action="store_true", help="compile the teacher in the inversion timings")
     args = parser.parse_args()
     if args.smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -268,6 +338,7 @@ def main() -> None:
     }
     result["rows"] = timings(device, args.smoke, copy_gbs)
     result["model_rows"] = model_timings(device, args.smoke)
+    result["inversion"] = inversion_timings(device, args.smoke, args.compile)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""

@@ -27,12 +27,17 @@ def move_boxes_on_cpu(targets: torch.Tensor, dy: int, dx: int, flip: bool, size:
 
 
 def reference_inversion(teacher, targets: torch.Tensor, size: int, iterations: int, lr: float = 0.2,
-                        jitter: int = 16, seed: int = 0, bn_weight: float = 0.1, tv_weight: float = 75.0) -> list:
+                        jitter: int = 16, seed: int = 0, bn_weight: float = 0.1, tv_weight: float = 75.0,
+                        fp16: bool = False) -> list:
+    """Run the reference loop; ``fp16`` wraps the teacher in autocast as the reference's (broken) fp16 path
+    would, for a like-for-like mixed-precision comparison on a GPU."""
     random.seed(seed)
     torch.manual_seed(seed)
     teacher.eval()  # parameters keep requires_grad=True, as in the reference
     hooks = ref.BNFeatureHooks(teacher)
-    x = torch.randn(targets.shape[0], 3, size, size).clamp(0, 1).requires_grad_(True)
+    device = next(teacher.parameters()).device
+    x = torch.randn(targets.shape[0], 3, size, size, device=device).clamp(0, 1).requires_grad_(True)
+    targets = targets.to(device)
     opt = torch.optim.Adam([x], lr=lr, betas=(0.0, 0.0), eps=1e-8)
     log = []
     try:
@@ -43,12 +48,15 @@ def reference_inversion(teacher, targets: torch.Tensor, size: int, iterations: i
             if flip:
                 inputs = torch.flip(inputs, dims=(3,))
             b = inputs.shape[0]
-            inputs = (inputs + 0.2 * torch.randn(b, 1, 1, 1)) * (1 + 0.1 * torch.randn(b, 1, 1, 1))
+            inputs = (inputs + 0.2 * torch.randn(b, 1, 1, 1, device=device)) * (
+                1 + 0.1 * torch.randn(b, 1, 1, 1, device=device))
             inputs = inputs * ref.random_erase_mask(b, size, size).to(inputs.device)
             moved = move_boxes_on_cpu(targets, off1, off2, flip, size)
             opt.zero_grad()
             teacher.zero_grad()
-            det, _ = yolo_loss(teacher(inputs), moved, teacher)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fp16):
+                preds = teacher(inputs)
+            det, _ = yolo_loss(preds, moved, teacher)
             per_layer = [v.item() for v in hooks.values]  # the reference logs every layer, every step
             l1, _l2 = ref.image_prior_losses(inputs)
             loss = det + bn_weight * hooks.loss(first_bn_multiplier=3.0) + tv_weight * l1

@@ -19,3 +19,4 @@ def test_gpu_suite_smoke(tmp_path):
     assert {r["name"].split(",")[0] for r in result["rows"]} >= {"BN statistics pass", "BN-statistics loss fwd+bwd"}
     assert (tmp_path / "ops_gpu_smoke.md").read_text().startswith("# GPU suite")
     assert [r["name"].split(" ")[0] for r in result["model_rows"]] == ["yolo-micro"] * 4
+    assert len(result["inversion"]["rows"]) == 3 and result["inversion"]["images per GPU-hour (paper schedule)"] > 0
