@@ -131,8 +131,8 @@ def augment_boxes(boxes: torch.Tensor, params: AugmentParams, min_size: float = 
     x0, x1 = torch.where(flip, 1 - x1, x0), torch.where(flip, 1 - x0, x1)
     keep = (cls >= 0) & ((x1 - x0) * w >= min_size) & ((y1 - y0) * h >= min_size)
     moved = torch.stack([cls, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
-    padding = torch.tensor([-1.0, 0.0, 0.0, 0.0, 0.0], dtype=boxes.dtype, device=boxes.device)
-    return torch.where(keep[..., None], moved, padding)
+    padding = torch.cat([torch.full_like(cls[..., None], -1.0), torch.zeros_like(moved[..., 1:])], -1)
+    return torch.where(keep[..., None], moved, padding)  # built on the device: no host copy in the step
 
 
 def diode_augment(

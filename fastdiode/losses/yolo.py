@@ -57,9 +57,8 @@ def yolo_loss(
         k = targets.shape[1]
         p = upcast(p)
         anchors = (head.anchors / head.stride).to(p.device, dtype)  # grid units
-        size = torch.tensor([w, h], device=p.device, dtype=dtype)
-        gxy = targets[..., 1:3] * size
-        gwh = targets[..., 3:5] * size
+        gxy = torch.stack([targets[..., 1] * w, targets[..., 2] * h], -1)  # Python scalars: no host copy
+        gwh = torch.stack([targets[..., 3] * w, targets[..., 4] * h], -1)
         match = valid[..., None] & (wh_iou(gwh, anchors) > iou_t)  # (B, K, A)
         cell = gxy.long()
         gi = cell[..., 0].clamp(0, w - 1)[..., None].expand(b, k, a)
