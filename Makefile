@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test bench bench-models bench-inversion bench-gpu clean
+.PHONY: setup test demo bench bench-models bench-inversion bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
 # (torch==2.13.0) is installed only where no torch imports at all.
@@ -20,6 +20,11 @@ setup: $(STAMP)
 
 test: setup
 	$(TRITON_MODE) $(PY) -m pytest -n auto -q tests
+
+demo:
+	@echo "make demo: the end-to-end digits demo arrives with the demo issue and needs the distillation trainer;"
+	@echo "not available yet. 'make test' sets everything up and runs the tests."
+	@exit 1
 
 # Never under the Triton interpreter: it also slows inductor's compiled CPU code.
 bench: setup
