@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from fastdiode.data.images import IMAGE_SUFFIXES, Letterbox, boxes_to_canvas, letterbox, read_image
+from fastdiode.data.images import IMAGE_SUFFIXES, boxes_to_canvas, letterbox, read_image
 from fastdiode.data.labels import CocoLabels, read_yolo_labels
 
 
@@ -62,4 +62,4 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     return torch.stack(images), torch.stack(boxes), list(infos)
 
 
-__all__ = ["DetectionDataset", "Letterbox", "collate"]
+__all__ = ["DetectionDataset", "collate"]

@@ -60,7 +60,7 @@ class DiodeInverter:
     def __init__(self, teacher: Darknet, config: InversionConfig, device: torch.device | str = "cpu"):
         self.cfg, self.device = config, torch.device(device)
         cuda = self.device.type == "cuda"
-        self.channels_last = True  # the fastest layout on both CPU and GPU (benchmarks/results/models_cpu.md)
+        # channels_last is the fastest layout on both CPU and GPU (benchmarks/results/models_cpu.md)
         self.teacher = teacher.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         precision = config.job.precision
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None

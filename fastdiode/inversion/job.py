@@ -92,10 +92,10 @@ def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world
             name = image_name(e["batch"], i)
             files.append((f"{name}.png", size, size, read_yolo_labels(out / "labels" / f"{name}.txt")))
     write_coco_json(out / "annotations.json", files, class_names)
-    per_stage = [sum(e["seconds"][s] for e in done) / max(sum(e["iterations"][s] for e in done), 1)
-                 for s in range(cfg.num_stages)]
     seconds = sum(sum(e["seconds"]) for e in done)
     warm = done[1:] or done  # the first batch carries compilation and warm-up
+    per_stage = [sum(e["seconds"][s] for e in warm) / max(sum(e["iterations"][s] for e in warm), 1)
+                 for s in range(cfg.num_stages)]
     warm_seconds = sum(sum(e["seconds"]) for e in warm)
     summary = {"images": len(files), "batches_done": len(done),
                "batches_failed": sorted(e["batch"] for e in entries if e["status"] == "failed"),

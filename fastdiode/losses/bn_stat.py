@@ -54,10 +54,13 @@ def _select_layers(model: nn.Module, layers: LayerSelection) -> list[tuple[str, 
 
 def cosine_layer_weights(step: int | torch.Tensor, total_steps: int, num_layers: int,
                          device: torch.device | str | None = None) -> torch.Tensor:
-    """Cosine layer decay: 1 for the first ceil(cos(step / total * pi / 2) * L) layers, 0 for the rest."""
-    t = torch.as_tensor(step, dtype=torch.float32, device=device)
-    keep = torch.ceil(torch.cos(t / total_steps * (math.pi / 2)) * num_layers)
-    return (torch.arange(num_layers, device=t.device) < keep).float()
+    """Cosine layer decay: 1 for the first ceil(cos(step / total * pi / 2) * L) layers, 0 for the rest.
+    An int step is resolved on the host (no host-to-device copy); a tensor step stays on its device."""
+    if isinstance(step, torch.Tensor):
+        keep = torch.ceil(torch.cos(step.float() / total_steps * (math.pi / 2)) * num_layers)
+        return (torch.arange(num_layers, device=step.device) < keep).float()
+    keep = math.ceil(math.cos(step / total_steps * (math.pi / 2)) * num_layers)
+    return (torch.arange(num_layers, device=device) < keep).float()
 
 
 class BNStatLoss(nn.Module):
