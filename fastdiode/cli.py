@@ -1,5 +1,6 @@
-"""The ``fastdiode`` command line. Subcommands: ``invert`` (synthesize a detection dataset from a teacher,
-also under torchrun) and ``eval`` (COCO mAP of a detector on an image folder)."""
+"""The ``fastdiode`` command line. Subcommands: ``invert`` (synthesize a detection dataset from a teacher),
+``distill`` (train a student by mimicking a teacher), ``train`` (train a detector on labels), all also under
+torchrun, and ``eval`` (COCO mAP of a detector on an image folder)."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +118,75 @@ def cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_student(cfg, teacher) -> "torch.nn.Module":
+    """The student of a training config; a distillation student takes the teacher's classes and anchors
+    unless the config sets them, so that the head layouts match."""
+    from fastdiode import models
+
+    sc = cfg.student
+    if sc.init:
+        return models.load(sc.init)
+    if sc.cfg:
+        return models.from_cfg(sc.cfg)
+    variant = {k: v for k, v in (("width", sc.width), ("depth", sc.depth)) if v is not None}
+    anchors = sc.anchors
+    if anchors is None and teacher is not None:
+        anchors = next(spec["anchors"] for spec in teacher.layer_specs if spec["type"] == "yolo")
+    classes = teacher.num_classes if teacher is not None else sc.num_classes
+    return models.build_model(sc.model, classes, anchors, input_size=cfg.train.img_size, **variant)
+
+
+def _train(args: argparse.Namespace, distill: bool) -> int:
+    from fastdiode import models
+    from fastdiode.config import load_config
+    from fastdiode.data.scan import scan_dataset
+    from fastdiode.distill import TrainConfig, run_training
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if distill and not cfg.teacher:
+        raise ValueError("teacher: fastdiode distill needs a teacher checkpoint (teacher=PATH)")
+    if not distill and cfg.teacher:
+        raise ValueError(f"teacher: {cfg.teacher}: fastdiode train trains without a teacher; use fastdiode distill")
+    device = resolve_device(cfg.train.device)
+    teacher = models.load(cfg.teacher) if distill else None
+    student = build_student(cfg, teacher)
+    if teacher is not None:
+        names = teacher.class_names
+    else:
+        names = scan_dataset(cfg.data.train, student.num_classes).class_names or \
+            [str(i) for i in range(student.num_classes)]
+    rank, world, local_rank = init_distributed()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    summary = run_training(cfg, student, teacher, device, names, rank, world, args.resume)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank == 0:
+        final = summary["final_eval"]
+        score = f", mAP@.5 {final['mAP@.5']:.4f}, mAP@[.5:.95] {final['mAP@[.5:.95]']:.4f}" if final else ""
+        print(f"fastdiode {'distill' if distill else 'train'}: {summary['steps']} steps in {summary['seconds']:.0f} s "
+              f"({summary['images_per_s']:.1f} images/s){score} -> {cfg.train.out}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    return _train(args, distill=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args, distill=False)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from fastdiode.data.digits import DigitsSpec, build_digits
+
+    spec = DigitsSpec(train=args.train, val=args.val, proxy=args.proxy, size=args.size, seed=args.seed)
+    paths = build_digits(args.out, spec)
+    print("fastdiode data digits: " + ", ".join(f"{k} -> {v}" for k, v in paths.items()))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fastdiode.eval import coco_map, format_report
 
@@ -139,6 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--config", help="YAML config (default: the paper's values)")
     inv.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. job.num_batches=10")
     inv.set_defaults(func=cmd_invert)
+    for name, func, text in (("distill", cmd_distill, "train a student detector by mimicking a frozen teacher"),
+                             ("train", cmd_train, "train a detector on a labelled dataset")):
+        tr = sub.add_parser(name, help=text)
+        tr.add_argument("--config", help="YAML config (default: the paper's values, method.md §7)")
+        tr.add_argument("--resume", action="store_true", help="continue the run in train.out where it stopped")
+        tr.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=1000")
+        tr.set_defaults(func=func)
+    data = sub.add_parser("data", help="build a dataset: 'digits' (the embedded benchmark's handwritten digits)")
+    data.add_argument("kind", choices=["digits"])
+    data.add_argument("--out", required=True, help="output folder (train/, val/, photos/, noise/)")
+    data.add_argument("--train", type=int, default=4000, help="train images (default 4000)")
+    data.add_argument("--val", type=int, default=500, help="validation images (default 500)")
+    data.add_argument("--proxy", type=int, default=1000, help="images in each out-of-distribution set")
+    data.add_argument("--size", type=int, default=96, help="canvas size in pixels (default 96)")
+    data.add_argument("--seed", type=int, default=0)
+    data.set_defaults(func=cmd_data)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")
     ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors) or darknet .weights")
     ev.add_argument("--model", help="built-in architecture of a darknet .weights file (yolov3, yolov3-spp, ...)")

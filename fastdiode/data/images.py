@@ -13,8 +13,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PAD_VALUE = 114 / 255
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]; a clear error names a missing or unreadable file."""
+def decode_rgb(path: str | Path) -> torch.Tensor:
+    """(3, H, W) uint8; a clear error names a missing or unreadable file."""
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -23,7 +23,12 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise FileNotFoundError(f"image {path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"image {path}: not a readable image ({e})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]; a clear error names a missing or unreadable file."""
+    return decode_rgb(path).float().div_(255)
 
 
 def write_png(path: str | Path, image: torch.Tensor) -> None:
@@ -43,18 +48,24 @@ class Letterbox:
     height: int
 
 
+def letterbox_geometry(width: int, height: int, size: int) -> tuple[int, int, Letterbox]:
+    """(resized height, resized width, placement) of a ``width`` x ``height`` image letterboxed into ``size``."""
+    scale = size / max(height, width)
+    nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
+    return nh, nw, Letterbox(scale, float((size - nw) // 2), float((size - nh) // 2), width, height)
+
+
 def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, Letterbox]:
     """Resize (3, H, W) so that its longer side is ``size`` (bilinear) and pad it to size x size, centred."""
     _, h, w = image.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw, lb = letterbox_geometry(w, h, size)
     if (nh, nw) != (h, w):
         image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
                               antialias=True)[0].clamp(0, 1)
-    top, left = (size - nh) // 2, (size - nw) // 2
+    top, left = int(lb.pad_y), int(lb.pad_x)
     canvas = image.new_full((3, size, size), PAD_VALUE)
     canvas[:, top:top + nh, left:left + nw] = image
-    return canvas, Letterbox(scale, float(left), float(top), w, h)
+    return canvas, lb
 
 
 def boxes_to_canvas(boxes: torch.Tensor, lb: Letterbox, size: int) -> torch.Tensor:

@@ -9,7 +9,6 @@ Nothing in a step reads the device from the host; losses are read, and checked f
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -23,23 +22,10 @@ from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.targets import sample_false_positives
 from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior, yolo_loss
 from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.schedule import derive_seed, lr_at
 
 log = logging.getLogger("fastdiode")
 LOSS_NAMES = ("total", "det", "bn", "tv_l1", "tv_l2", "l2")
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (job seed, batch id, stage, chunk), stable across runs and platforms."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
-
-
-def lr_at(step: int, total: int, lr: float, lr_min: float, warmup: float) -> float:
-    """Linear warmup over ``warmup * total`` steps, then cosine decay from ``lr`` to ``lr_min``."""
-    warm = int(round(warmup * total))
-    if step < warm:
-        return lr * (step + 1) / warm
-    progress = (step - warm) / max(total - warm, 1)
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))
 
 
 @dataclass

@@ -20,7 +20,8 @@ from fastdiode.config import config_hash, to_dict
 from fastdiode.data.images import write_png
 from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_labels
 from fastdiode.inversion.config import InversionConfig
-from fastdiode.inversion.inverter import DiodeInverter, derive_seed
+from fastdiode.inversion.inverter import DiodeInverter
+from fastdiode.runtime.schedule import derive_seed
 from fastdiode.inversion.targets import LabelTargets, one_box_targets
 from fastdiode.models.darknet import Darknet
 from fastdiode.runtime.files import atomic_write

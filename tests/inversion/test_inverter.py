@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fastdiode.config import ConfigError, load_config
-from fastdiode.inversion import DiodeInverter, InversionConfig, lr_at, one_box_targets, sample_false_positives
+from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets, sample_false_positives
+from fastdiode.runtime.schedule import lr_at
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
 from tests.inversion.conftest import tiny_config
 

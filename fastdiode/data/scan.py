@@ -1,0 +1,117 @@
+"""Index a training dataset once: every image is checked (fully decoded headers and CRCs) and its labels
+parsed up front, so that corrupt images and malformed label lines are counted, reported with their paths
+and skipped (or, with ``strict``, raise) before training starts instead of crashing a worker mid-run."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fastdiode.data.images import IMAGE_SUFFIXES
+from fastdiode.data.labels import CocoLabels, coco_dict, read_yolo_labels
+
+log = logging.getLogger("fastdiode")
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    width: int
+    height: int
+    boxes: torch.Tensor  # (K, 5) normalised cls, xc, yc, w, h on the original image
+
+
+@dataclass
+class ScannedDataset:
+    """The usable items of a dataset folder, its class names (when the labels carry them) and what was skipped."""
+
+    root: Path
+    items: list[Item]
+    class_names: list[str] | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def coco(self, class_names: list[str]) -> dict:
+        """The items as a COCO annotation dict (image ids count from 1 in item order)."""
+        return coco_dict([(i.path.name, i.width, i.height, i.boxes) for i in self.items], class_names)
+
+
+def dataset_paths(root: str | Path) -> tuple[Path, Path]:
+    """(image folder, labels) of a dataset folder as ``fastdiode invert`` / ``fastdiode data`` write it
+    (``images/`` + ``labels/`` or ``annotations.json``), or of a bare image folder with ``labels/`` beside it."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset {root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"dataset {root}: not a folder (expected images/ + labels/ or annotations.json)")
+    if (root / "images").is_dir():
+        labels = root / "labels"
+        if not labels.is_dir() and (root / "annotations.json").is_file():
+            labels = root / "annotations.json"
+        return root / "images", labels
+    return root, root.parent / "labels"
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        size = im.size
+        im.verify()
+    return size
+
+
+def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool = False) -> ScannedDataset:
+    """Index the dataset folder ``root`` (see :func:`dataset_paths`). Unreadable images and label files with a
+    malformed line are skipped with a warning listing them; ``strict`` makes the first one an error. A folder
+    with no usable image is an error."""
+    image_dir, labels = dataset_paths(root)
+    coco = CocoLabels(labels) if labels.suffix == ".json" else None
+    if coco is not None:
+        files = [(image_dir / im["file_name"], lambda i=im["id"]: coco.boxes(i)) for im in coco.images.values()]
+    else:
+        paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [(p, lambda p=p: read_yolo_labels(labels / f"{p.stem}.txt", num_classes)) for p in paths]
+    if not files:
+        raise ValueError(f"dataset {root}: no images in {image_dir} ({', '.join(IMAGE_SUFFIXES)})")
+    items, skipped = [], []
+    for path, read_boxes in files:
+        try:
+            width, height = _check_image(path)
+            boxes = read_boxes()
+        except FileNotFoundError:
+            reason = "no such file"
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            reason = f"unreadable image ({e})"
+        except ValueError as e:
+            reason = str(e)
+        else:
+            if num_classes is not None and len(boxes) and boxes[:, 0].max() >= num_classes:
+                reason = f"class {int(boxes[:, 0].max())} is not below num_classes={num_classes}"
+            else:
+                items.append(Item(path, width, height, boxes))
+                continue
+        if strict:
+            raise ValueError(f"dataset {root}: {path}: {reason} (strict: true; set strict: false to skip it)")
+        skipped.append((str(path), reason))
+    if skipped:
+        shown = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])
+        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        log.warning("dataset %s: skipped %d of %d images:\n%s%s", root, len(skipped), len(files), shown, more)
+    if not items:
+        raise ValueError(f"dataset {root}: none of its {len(files)} images is usable")
+    names = coco.class_names if coco is not None else _names_beside(image_dir)
+    return ScannedDataset(Path(root), items, names, skipped)
+
+
+def _names_beside(image_dir: Path) -> list[str] | None:
+    """Class names from an ``annotations.json`` next to a YOLO-labelled image folder, when there is one."""
+    path = image_dir.parent / "annotations.json"
+    if not path.is_file():
+        return None
+    try:
+        cats = json.loads(path.read_text()).get("categories", [])
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])] or None

@@ -1,0 +1,115 @@
+"""The trainer's config (method.md §7). Defaults are the paper's Table 3 (batch 64, train 416 / eval 640,
+Adam(0.001, 0.9, 0.999), cosine decay with warmup, 500k iterations, mimic loss only); the same schema drives
+``fastdiode distill`` (a teacher, loss.distill > 0) and ``fastdiode train`` (no teacher, label loss only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastdiode.config import ConfigError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class StudentConfig:
+    model: str = "yolov3"  # a built-in name (ignored when cfg is set)
+    cfg: str | None = None  # a darknet .cfg instead
+    num_classes: int = 80
+    width: float | None = None  # yolo-micro only
+    depth: int | None = None  # yolo-micro only
+    anchors: list[int] | None = None  # flat pixel list; default: the model's, or the teacher's for distill
+    init: str | None = None  # optional starting weights (fastdiode checkpoint)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # a dataset folder: images/ + labels/ (YOLO) or annotations.json (COCO)
+    val: str | None = None  # the same for validation (COCO mAP); None: no evaluation
+    loader: str = "auto"  # auto (DALI when installed) | torch | dali
+    workers: int = 2
+    capacity: int = 32  # boxes per image in a batch
+    strict: bool = False  # corrupt images / malformed labels: skip and report (False) or fail (True)
+    flip_p: float = 0.5
+    hue: float = 5.0  # degrees
+    saturation: float = 0.5
+    value: float = 0.3
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.937  # sgd
+    weight_decay: float = 0.0
+    warmup: float = 0.01  # fraction of the steps
+    lr_min: float = 0.0  # the cosine's floor
+    ema: bool = False  # an exponential moving average of the student (the authors' code)
+    ema_decay: float = 0.9999
+    grad_clip: float = 0.0  # max gradient norm; 0: off
+
+
+@dataclass
+class LossConfig:
+    distill: float | None = None  # alpha_distill x L_mimic; None: 1 with a teacher, else 0
+    label: float | None = None  # alpha_label x yolo_loss; None: 0 with a teacher (DIODE), else 1
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 500_000
+    batch_size: int = 64  # global, across ranks
+    img_size: int = 416
+    multiscale: list[int] | None = None  # e.g. [320, 352, ..., 640]: a size per scale_every steps
+    scale_every: int = 10
+    eval_size: int = 640
+    eval_every: int = 5000  # steps; 0: only at the end
+    best_metric: str = "mAP@.5"
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: bool = True
+    compile: bool | None = None  # None: on CUDA only (compiled steps are slower than eager on CPU)
+    out: str = "runs/distill"
+
+
+@dataclass
+class TrainConfig:
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: str | None = None  # the teacher checkpoint (distill); None for train
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+    def validate(self) -> None:
+        t, o, d = self.train, self.optim, self.data
+        if not d.train:
+            raise ConfigError("data.train: required: a dataset folder (images/ + labels/ or annotations.json)")
+        if d.loader not in ("auto", "torch", "dali"):
+            raise ConfigError(f"data.loader: {d.loader!r} is not one of auto, torch, dali")
+        if o.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if len(o.betas) != 2:
+            raise ConfigError(f"optim.betas: expected two values, got {o.betas}")
+        for key, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size), ("data.capacity", d.capacity),
+                           ("train.log_every", t.log_every), ("train.checkpoint_every", t.checkpoint_every)):
+            if value < 1:
+                raise ConfigError(f"{key}: expected a positive integer, got {value}")
+        for key, size in [("train.img_size", t.img_size), ("train.eval_size", t.eval_size)] + \
+                [(f"train.multiscale[{i}]", s) for i, s in enumerate(t.multiscale or [])]:
+            if size < 32 or size % 32:
+                raise ConfigError(f"{key}: {size} is not a positive multiple of 32")
+        if t.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision: {t.precision!r} is not one of auto, fp32, bf16")
+        has_teacher = bool(self.teacher)
+        if self.loss.distill is None:
+            self.loss.distill = 1.0 if has_teacher else 0.0
+        if self.loss.label is None:
+            self.loss.label = 0.0 if has_teacher else 1.0
+        if self.loss.distill < 0 or self.loss.label < 0 or self.loss.distill + self.loss.label == 0:
+            raise ConfigError("loss: distill and label must be >= 0 and not both 0")
+        if self.loss.distill > 0 and not self.teacher:
+            raise ConfigError("teacher: loss.distill > 0 needs a teacher checkpoint (or use fastdiode train)")

@@ -1,0 +1,44 @@
+"""The loss and mAP curves of a run as one PNG (matplotlib, imported lazily; skipped with a warning without it)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastdiode.runtime.files import atomic_write
+
+log = logging.getLogger("fastdiode")
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """Plot the ``loss`` (and ``mimic`` / ``label`` when used) and ``eval`` mAP entries of a metrics history."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("fastdiode: matplotlib is not installed; no %s", path)
+        return None
+    train = [e for e in history if "loss" in e]
+    evals = [e for e in history if "eval" in e]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("loss", "mimic", "label"):
+        if any(e[key] for e in train):
+            ax_loss.plot([e["step"] for e in train], [e[key] for e in train], label=key)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("training loss")
+    ax_loss.legend()
+    for key in ("mAP@.5", "mAP@[.5:.95]"):
+        ax_map.plot([e["step"] for e in evals], [e["eval"][key] for e in evals], marker="o", label=key)
+    ax_map.set_xlabel("step")
+    ax_map.set_ylim(0, 1)
+    ax_map.set_title("validation mAP")
+    if evals:
+        ax_map.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,273 @@
+"""One trainer for mimic-learning distillation (``fastdiode distill``) and plain detector training
+(``fastdiode train``): loss = a_distill * L_mimic(student, frozen teacher, same batch) + a_label * yolo_loss.
+
+A run writes into ``train.out``: ``metrics.jsonl`` (train metrics every ``log_every`` steps and every
+evaluation), ``last`` / ``best`` checkpoints (the evaluated model: the EMA when on), ``state.pt`` (student,
+optimiser, EMA, step, metric history: what ``resume`` needs), ``summary.json`` and ``curves.png``. Batches are
+a pure function of (seed, step, rank) (:class:`fastdiode.data.loader.BatchPlan`), so a resumed run replays
+the uninterrupted one. Ctrl-C saves the state at the current step before exiting.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastdiode.config import config_hash, to_dict
+from fastdiode.data.loader import BatchPlan, batches
+from fastdiode.data.scan import ScannedDataset, dataset_paths, scan_dataset
+from fastdiode.data.train_augment import LoaderAugment
+from fastdiode.distill.config import TrainConfig
+from fastdiode.distill.curves import plot_curves
+from fastdiode.distill.ema import ModelEMA
+from fastdiode.losses import mimic_loss, yolo_loss
+from fastdiode.models import checkpoint
+from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.schedule import lr_at
+
+log = logging.getLogger("fastdiode")
+STATE = "state.pt"
+
+
+class Trainer:
+    """Trains ``student`` (and mimics ``teacher`` when given) as ``cfg`` says, on ``device``, as rank
+    ``rank`` of ``world`` (DDP when world > 1; the process group must already be up)."""
+
+    def __init__(self, cfg: TrainConfig, student: Darknet, teacher: Darknet | None, device: torch.device,
+                 class_names: list[str], rank: int = 0, world: int = 1, progress: bool = True):
+        self.cfg, self.device, self.rank, self.world, self.progress = cfg, device, rank, world, progress
+        self.class_names = class_names
+        self.out = Path(cfg.train.out)
+        cuda = device.type == "cuda"
+        precision = cfg.train.precision
+        self.autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
+        fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.student = student.to(device, memory_format=fmt).train()
+        if world > 1:
+            self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.ddp = nn.parallel.DistributedDataParallel(self.student, device_ids=[device.index] if cuda else None)
+        else:
+            self.ddp = self.student
+        self.teacher = None
+        if teacher is not None:
+            self.teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
+        self.optimizer = self._optimizer()
+        self.ema = ModelEMA(self.student, cfg.optim.ema_decay) if cfg.optim.ema else None
+        use_compile = cuda if cfg.train.compile is None else cfg.train.compile
+        self.loss_fn = torch.compile(self._loss) if use_compile else self._loss
+        self.fmt, self.step, self.history, self.best = fmt, 0, [], -math.inf
+        log.info("fastdiode %s: %s student on %s x %d, %s, %s", "distill" if teacher is not None else "train",
+                 student.name, device, world, "bf16 autocast" if self.autocast else "fp32",
+                 "compiled" if use_compile else "eager")
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        decay = [p for n, p in self.student.named_parameters() if p.ndim > 1]
+        rest = [p for n, p in self.student.named_parameters() if p.ndim <= 1]  # no weight decay on BN and biases
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        if o.name == "adam":
+            return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), **fused)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True, **fused)
+
+    def _loss(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, detached [mimic, label]) of one batch; teacher and student see the same images."""
+        w = self.cfg.loss
+        zero = images.new_zeros((), dtype=torch.float32)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            preds = self.ddp(images)
+            mimic = label = zero
+            if self.teacher is not None and w.distill > 0:
+                with torch.no_grad():
+                    target = self.teacher(images)
+                mimic = mimic_loss(preds, target)
+            if w.label > 0:
+                label, _ = yolo_loss(preds, boxes, self.student)
+        total = w.distill * mimic + w.label * label
+        return total, torch.stack([mimic, label]).detach()
+
+    # ---- one step -------------------------------------------------------------------------------------
+    def train_step(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """One optimiser step; returns the detached [total, mimic, label] (no host sync)."""
+        o, t = self.cfg.optim, self.cfg.train
+        lr = lr_at(self.step, t.steps, o.lr, o.lr_min, o.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        total, parts = self.loss_fn(images, boxes.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if o.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.student)
+        self.step += 1
+        return torch.cat([total.detach()[None], parts])
+
+    # ---- model to evaluate, checkpoints, state ----------------------------------------------------------
+    @property
+    def eval_model(self) -> Darknet:
+        return self.ema.module if self.ema is not None else self.student
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        state = {"step": self.step, "student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema else None, "history": self.history, "best": self.best,
+                 "config_hash": config_hash(self.cfg), "rng": torch.get_rng_state()}
+        atomic_write(self.out / STATE, lambda tmp: torch.save(state, tmp))
+        checkpoint.save(self.eval_model, self.out / "last", self.class_names, step=self.step)
+
+    def load_state(self) -> None:
+        path = self.out / STATE
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["config_hash"] != config_hash(self.cfg):
+            raise ValueError(f"resume: {path} was written with a different config; use the same config and "
+                             "overrides, or a new train.out")
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        torch.set_rng_state(state["rng"])
+        log.info("fastdiode: resuming %s at step %d", self.out, self.step)
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, val: tuple[Path, Path]) -> dict:
+        from fastdiode.eval import coco_map
+
+        model = self.eval_model
+        was_training = model.training
+        result = coco_map(model, val[0], val[1], self.cfg.train.eval_size, batch_size=32, device=self.device,
+                          progress=False)
+        model.train(was_training)
+        return result["stats"]
+
+    def _log(self, entry: dict) -> None:
+        self.history.append(entry)
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def fit(self, data: ScannedDataset, val: tuple[Path, Path] | None = None, stop_at: int | None = None) -> dict:
+        """Train from ``self.step`` to ``train.steps`` (or ``stop_at``); evaluate on ``val`` every
+        ``eval_every`` steps and at the end. Returns the run summary."""
+        from tqdm import tqdm
+
+        cfg, t = self.cfg, self.cfg.train
+        stop = min(t.steps, stop_at) if stop_at is not None else t.steps
+        _rewrite_metrics(self.out / "metrics.jsonl", self.history, self.rank)
+        d = cfg.data
+        aug = LoaderAugment(d.flip_p, d.hue, d.saturation, d.value)
+        plan = BatchPlan(len(data.items), t.batch_size, t.seed, self.rank, self.world, t.multiscale or [t.img_size],
+                         t.scale_every)
+        stream = batches(d.loader, data, plan, aug, d.capacity, self.step, stop, d.workers, self.device)
+        bar = tqdm(total=stop, initial=self.step, unit="step", disable=not self.progress or self.rank != 0,
+                   desc="distill" if self.teacher is not None else "train", dynamic_ncols=True)
+        start, images_seen, sums, count = time.perf_counter(), 0, None, 0
+        try:
+            for images, boxes in stream:
+                values = self.train_step(images, boxes)
+                sums = values if sums is None else sums + values
+                count += 1
+                images_seen += len(images) * self.world
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == stop:
+                    mean = (sums / count).tolist()
+                    if not all(math.isfinite(v) for v in mean):
+                        raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr or "
+                                                 "set optim.grad_clip")
+                    elapsed = time.perf_counter() - start
+                    self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
+                               "mimic": mean[1], "label": mean[2], "epoch": plan.epoch_of(self.step),
+                               "images_per_s": images_seen / max(elapsed, 1e-9)})
+                    bar.set_postfix(loss=f"{mean[0]:.4g}")
+                    sums, count = None, 0
+                if val is not None and ((t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps):
+                    self._evaluate_and_keep(val)
+                if self.step % t.checkpoint_every == 0 or self.step == stop:
+                    self.save_state()
+        except KeyboardInterrupt:
+            log.warning("fastdiode: interrupted at step %d; saving the state (rerun with --resume)", self.step)
+            self.save_state()
+            raise
+        finally:
+            bar.close()
+        return self._finish(time.perf_counter() - start, images_seen)
+
+    def _evaluate_and_keep(self, val: tuple[Path, Path]) -> None:
+        stats = self.evaluate(val) if self.rank == 0 else {}
+        if self.rank != 0:
+            return
+        self._log({"step": self.step, "eval": stats})
+        score = stats.get(self.cfg.train.best_metric, 0.0)
+        log.info("fastdiode: step %d: mAP@[.5:.95] %.4f, mAP@.5 %.4f", self.step, stats["mAP@[.5:.95]"],
+                 stats["mAP@.5"])
+        if score > self.best:
+            self.best = score
+            checkpoint.save(self.eval_model, self.out / "best", self.class_names, step=self.step, **{
+                self.cfg.train.best_metric: score})
+
+    def _finish(self, seconds: float, images: int) -> dict:
+        evals = [e for e in self.history if "eval" in e]
+        summary = {"steps": self.step, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9),
+                   "final_eval": evals[-1]["eval"] if evals else None, "best": self.best if evals else None,
+                   "best_metric": self.cfg.train.best_metric}
+        if self.rank == 0:
+            atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+            plot_curves(self.history, self.out / "curves.png")
+        return summary
+
+
+def _rewrite_metrics(path: Path, history: list[dict], rank: int) -> None:
+    """metrics.jsonl = the history the state holds: a resumed run drops lines written after its checkpoint."""
+    if rank == 0:
+        atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in history)))
+
+
+def validation_set(cfg: TrainConfig, class_names: list[str], out: Path) -> tuple[Path, Path] | None:
+    """(image folder, COCO json) of ``data.val``; YOLO-labelled sets get a COCO json written under ``out``."""
+    if not cfg.data.val:
+        return None
+    images, labels = dataset_paths(cfg.data.val)
+    if labels.suffix == ".json":
+        return images, labels
+    scanned = scan_dataset(cfg.data.val, len(class_names), strict=True)
+    gt = out / "val_annotations.json"
+    atomic_write(gt, lambda tmp: tmp.write_text(json.dumps(scanned.coco(class_names))))
+    return images, gt
+
+
+def prepare_out(cfg: TrainConfig, resume: bool, rank: int) -> Path:
+    """Create ``train.out``; refuse to overwrite an earlier run's state unless resuming."""
+    out = Path(cfg.train.out)
+    if (out / STATE).exists() and not resume:
+        raise ValueError(f"train.out: {out} already holds a run ({STATE}); pass --resume to continue it or "
+                         "choose another train.out")
+    if resume and not (out / STATE).exists():
+        raise ValueError(f"--resume: {out / STATE}: no such file (nothing to resume)")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
+    return out
+
+
+def run_training(cfg: TrainConfig, student: Darknet, teacher: Darknet | None, device: torch.device,
+                 class_names: list[str], rank: int = 0, world: int = 1, resume: bool = False,
+                 progress: bool = True, stop_at: int | None = None) -> dict:
+    """Scan the data, build the trainer, resume if asked, train, evaluate, write the outputs."""
+    out = prepare_out(cfg, resume, rank)
+    data = scan_dataset(cfg.data.train, student.num_classes, cfg.data.strict)
+    val = validation_set(cfg, class_names, out) if rank == 0 else None
+    trainer = Trainer(cfg, student, teacher, device, class_names, rank, world, progress)
+    if resume:
+        trainer.load_state()
+    return trainer.fit(data, val, stop_at)
