@@ -70,7 +70,7 @@ class CocoLabels:
                 raise ValueError(f"COCO annotations {self.path}: annotation {ann.get('id')} refers to an unknown "
                                  f"image {ann['image_id']} or category {ann['category_id']}")
             x, y, w, h = ann["bbox"]
-            if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > im["width"] + 1 or y + h > im["height"] + 1:
+            if w <= 0 or h <= 0 or x < -1 or y < -1 or x + w > im["width"] + 1 or y + h > im["height"] + 1:
                 raise ValueError(f"COCO annotations {self.path}: annotation {ann.get('id')} box {ann['bbox']} is "
                                  f"outside image {im['id']} ({im['width']}x{im['height']})")
             self._boxes[ann["image_id"]].append([index[ann["category_id"]], (x + w / 2) / im["width"],
@@ -89,9 +89,10 @@ def coco_dict(files: list[tuple[str, int, int, torch.Tensor]], class_names: list
         for c, xc, yc, w, h in boxes.tolist():
             if c < 0:
                 continue
-            bw, bh = w * width, h * height
+            x1, y1 = max(0.0, (xc - w / 2) * width), max(0.0, (yc - h / 2) * height)  # rounded YOLO text can
+            bw, bh = min(width, (xc + w / 2) * width) - x1, min(height, (yc + h / 2) * height) - y1  # overshoot
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c) + 1,
-                                "bbox": [xc * width - bw / 2, yc * height - bh / 2, bw, bh], "area": bw * bh,
+                                "bbox": [x1, y1, bw, bh], "area": bw * bh,
                                 "iscrowd": 0})
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}

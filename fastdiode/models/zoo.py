@@ -127,4 +127,6 @@ def build_model(name: str, num_classes: int = 80, anchors: list[int] | None = No
     if num_classes < 1:
         raise ValueError(f"num_classes: expected a positive number of classes, got {num_classes}")
     make, default_size = MODELS[name]
+    if variant and name != "yolo-micro":
+        raise ValueError(f"model {name!r}: {', '.join(variant)} only scale yolo-micro")
     return Darknet(make(num_classes, anchors, **variant), input_size=input_size or default_size, name=name)

@@ -1,0 +1,137 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import train_args
+from fastdiode.cli import build_student, main
+from fastdiode.config import ConfigError, load_config
+from fastdiode.distill import TrainConfig, run_training
+from fastdiode.models import load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train(out, data, *extra, teacher=None, resume=False, stop_at=None):
+    args = train_args(out, data, *extra) + ([f"teacher={teacher}"] if teacher else [])
+    cfg = load_config(TrainConfig, None, args)
+    t = load(teacher) if teacher else None
+    student = build_student(cfg, t)
+    return run_training(cfg, student, t, torch.device("cpu"), [str(i) for i in range(10)], resume=resume,
+                        progress=False, stop_at=stop_at)
+
+
+def test_mimic_loss_falls_on_a_handful_of_images(tmp_path, digits, teacher_path):
+    train(tmp_path / "run", digits["train"], "train.steps=50", "train.log_every=10", "optim.lr=0.01",
+          "optim.warmup=0.0", "data.flip_p=0", "data.hue=0", "data.saturation=0", "data.value=0",
+          teacher=teacher_path)
+    losses = [e["mimic"] for e in metrics(tmp_path / "run") if "mimic" in e]
+    assert all(e["label"] == 0 for e in metrics(tmp_path / "run") if "label" in e)  # DIODE: no label loss
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_lowers_the_label_loss_and_writes_its_outputs(tmp_path, digits):
+    out = tmp_path / "run"
+    summary = train(out, digits["train"], "train.steps=30", "train.log_every=5", "optim.lr=0.005",
+                    f"data.val={digits['val']}", "train.eval_every=15")
+    losses = [e["label"] for e in metrics(out) if "label" in e]
+    assert losses[-1] < losses[0]
+    evals = [e for e in metrics(out) if "eval" in e]
+    assert [e["step"] for e in evals] == [15, 30]
+    assert summary["final_eval"] == evals[-1]["eval"]
+    for name in ("last.safetensors", "last.json", "best.safetensors", "state.pt", "summary.json", "curves.png",
+                 "config.json"):
+        assert (out / name).is_file(), name
+    assert load(out / "last").num_classes == 10
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path, ema):
+    extra = ("train.steps=8", "train.checkpoint_every=4", f"optim.ema={str(ema).lower()}")
+    train(tmp_path / "full", digits["train"], *extra, teacher=teacher_path)
+    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, stop_at=4)
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # a line written after the checkpoint, then killed
+        f.write(json.dumps({"step": 5, "loss": 1.0, "mimic": 1.0, "label": 0.0}) + "\n")
+    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, resume=True)
+    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    assert [e["step"] for e in cut] == [e["step"] for e in full]
+    for a, b in zip(full, cut):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    a, b = load(tmp_path / "full" / "last"), load(tmp_path / "cut" / "last")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_state(tmp_path, digits):
+    train(tmp_path / "run", digits["train"], "train.steps=2")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tmp_path / "run", digits["train"], "train.steps=2")
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(tmp_path / "other", digits["train"], resume=True)
+
+
+def test_teacher_gets_no_gradients(tmp_path, digits, teacher_path):
+    from fastdiode.distill import Trainer
+
+    cfg = load_config(TrainConfig, None, train_args(tmp_path, digits["train"], f"teacher={teacher_path}"))
+    teacher = load(teacher_path)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    trainer = Trainer(cfg, build_student(cfg, teacher), teacher, torch.device("cpu"), [], progress=False)
+    trainer.train_step(torch.rand(2, 3, 64, 64), torch.full((2, 4, 5), -1.0))
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not teacher.training
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+
+
+def test_mismatched_heads_are_a_clear_error(tmp_path, digits, teacher_path):
+    with pytest.raises(ValueError, match="identical head layouts"):
+        train(tmp_path / "run", digits["train"], "student.model=yolov3-tiny", "student.width=null",
+              teacher=teacher_path)
+
+
+@pytest.mark.parametrize("override, match", [
+    (['data.train=""'], "data.train: required"),
+    (["optim.name=rmsprop"], "optim.name"),
+    (["train.img_size=100"], "multiple of 32"),
+    (["loss.distill=1"], "needs a teacher"),
+    (["train.bogus=1"], "unknown config key train.bogus"),
+])
+def test_config_errors(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(TrainConfig, None, train_args(tmp_path, "x") + override)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys, digits, teacher_path):
+    assert main(["train", f"data.train={tmp_path / 'missing'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["distill", f"data.train={digits['train']}"]) == 2
+    assert "needs a teacher" in capsys.readouterr().err
+    assert main(["train", f"data.train={digits['train']}", f"teacher={teacher_path}"]) == 2
+    assert "use fastdiode distill" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_match_one_process(tmp_path, digits, teacher_path):
+    """Same global batch (4): rank r takes half of it; SyncBN and gradient averaging make step 1 identical."""
+    args = train_args(tmp_path / "x", digits["train"], "train.steps=1", "optim.lr=0.01", "optim.warmup=0",
+                      f"teacher={teacher_path}")
+    args = [a for a in args if not a.startswith("train.out")]
+    subprocess.run([sys.executable, "-m", "fastdiode", "distill", *args, f"train.out={tmp_path / 'one'}"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                    "-m", "fastdiode", "distill", *args, f"train.out={tmp_path / 'two'}"],
+                   check=True, cwd=ROOT, env=env, capture_output=True, timeout=300)
+    one, two = metrics(tmp_path / "one")[0], metrics(tmp_path / "two")[0]
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    a, b = load(tmp_path / "one" / "last"), load(tmp_path / "two" / "last")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
