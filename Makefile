@@ -1,4 +1,4 @@
-# fastdiode: `make test` and (with the demo issue) `make demo` set everything up on a fresh machine.
+# fastdiode: `make test` and `make demo` set everything up on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,14 +6,14 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test demo bench bench-models bench-inversion bench-gpu clean
+.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
 # (torch==2.13.0) is installed only where no torch imports at all.
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,dali]'
 	touch $@
 
 setup: $(STAMP)
@@ -21,10 +21,20 @@ setup: $(STAMP)
 test: setup
 	$(TRITON_MODE) $(PY) -m pytest -n auto -q tests
 
-demo:
-	@echo "make demo: the end-to-end digits demo arrives with the demo issue and needs the distillation trainer;"
-	@echo "not available yet. 'make test' sets everything up and runs the tests."
-	@exit 1
+# DIODE end to end on the digits benchmark (runs/demo/report.md); a second run reuses what the first made.
+demo: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode demo
+
+# The full digits benchmark (benchmarks/results/bench_digits.md).
+bench-digits: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits.yaml
+	mkdir -p benchmarks/results/bench_digits
+	cp runs/bench_digits/report.md runs/bench_digits/results.json runs/bench_digits/curves.png \
+	   runs/bench_digits/teacher_on_synth.png benchmarks/results/bench_digits/
+
+# Distillation loader (DALI vs torch DataLoader) and student step (compiled vs eager) on CPU.
+bench-loader: setup
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_distill_cpu.py --out benchmarks/results
 
 # Never under the Triton interpreter: it also slows inductor's compiled CPU code.
 bench: setup

@@ -12,6 +12,8 @@ setup(
         "fastdiode",
         "fastdiode.ops",
         "fastdiode.data",
+        "fastdiode.demo",
+        "fastdiode.distill",
         "fastdiode.eval",
         "fastdiode.inversion",
         "fastdiode.losses",
@@ -20,6 +22,7 @@ setup(
         "fastdiode.kernels",
     ],
     package_dir={"fastdiode.kernels": "kernels"},
+    package_data={"fastdiode": ["assets/*.yaml", "assets/*.json", "assets/*.safetensors"]},
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",
@@ -29,9 +32,12 @@ setup(
         "safetensors",
         "pillow",
         "pycocotools",
+        "scikit-learn",  # the digits benchmark's handwritten digits and photographs
+        "matplotlib",  # loss and mAP curves
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval"],
+        "dali": ["nvidia-dali-cuda120; platform_system == 'Linux'"],
     },
     entry_points={"console_scripts": ["fastdiode = fastdiode.cli:main"]},
 )

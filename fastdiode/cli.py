@@ -119,11 +119,12 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 
 def build_student(cfg, teacher) -> "torch.nn.Module":
-    """The student of a training config; a distillation student takes the teacher's classes and anchors
-    unless the config sets them, so that the head layouts match."""
+    """The student of a training config, initialised from ``train.seed``; a distillation student takes the
+    teacher's classes and anchors unless the config sets them, so that the head layouts match."""
     from fastdiode import models
 
     sc = cfg.student
+    torch.manual_seed(cfg.train.seed)
     if sc.init:
         return models.load(sc.init)
     if sc.cfg:
@@ -187,6 +188,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastdiode.config import load_config
+    from fastdiode.demo.config import DEFAULT_CONFIG, DemoConfig
+    from fastdiode.demo.run import run_demo
+
+    cfg = load_config(DemoConfig, args.config or DEFAULT_CONFIG, args.overrides)
+    run_demo(cfg, resolve_device(args.device))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fastdiode.eval import coco_map, format_report
 
@@ -225,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--size", type=int, default=96, help="canvas size in pixels (default 96)")
     data.add_argument("--seed", type=int, default=0)
     data.set_defaults(func=cmd_data)
+    demo = sub.add_parser("demo", help="DIODE end to end on the digits benchmark (data, synthesis, distillation, "
+                                       "baselines, report)")
+    demo.add_argument("--config", help="benchmark config (default: the packaged demo; configs/bench_digits.yaml "
+                                       "is the full benchmark)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    demo.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. distill.train.steps=300")
+    demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")
     ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors) or darknet .weights")
     ev.add_argument("--model", help="built-in architecture of a darknet .weights file (yolov3, yolov3-spp, ...)")

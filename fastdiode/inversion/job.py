@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 
 from fastdiode.config import config_hash, to_dict
+from fastdiode.data.grid import write_grid
 from fastdiode.data.images import write_png
 from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_labels
 from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.inverter import DiodeInverter
-from fastdiode.runtime.schedule import derive_seed
 from fastdiode.inversion.targets import LabelTargets, one_box_targets
 from fastdiode.models.darknet import Darknet
 from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
 
@@ -59,27 +60,6 @@ def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None,
     gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.job.seed, batch, -2))
     return one_box_targets(size, cfg.teacher.num_classes, cfg.targets.capacity, gen, cfg.targets.min_size,
                            cfg.targets.max_size)
-
-
-def write_preview(path: Path, images: torch.Tensor, targets: torch.Tensor, class_names: list[str], cols: int = 8):
-    """A grid of up to 32 images with their target boxes and class names."""
-    from PIL import Image, ImageDraw
-
-    n = min(len(images), 32)
-    cols = min(cols, n)
-    h, w = images.shape[-2:]
-    rows = (n + cols - 1) // cols
-    grid = Image.new("RGB", (cols * w, rows * h))
-    for i in range(n):
-        tile = Image.fromarray(images[i].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-        draw = ImageDraw.Draw(tile)
-        for c, xc, yc, bw, bh in targets[i].tolist():
-            if c >= 0:
-                box = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
-                draw.rectangle(box, outline=(255, 40, 40), width=max(1, w // 160))
-                draw.text((box[0] + 2, box[1] + 1), class_names[int(c)], fill=(255, 255, 0))
-        grid.paste(tile, ((i % cols) * w, (i // cols) * h))
-    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world: int, extra: dict) -> dict:
@@ -196,7 +176,7 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
                 atomic_write(out / "images" / f"{name}.png", lambda tmp, i=i: write_png(tmp, images[i]))
                 write_yolo_labels(out / "labels" / f"{name}.txt", targets[i])
             if batch == 0:
-                write_preview(out / "preview.png", images, targets, class_names)
+                write_grid(out / "preview.png", images, targets, class_names)
             append_line(manifest, {**entry, "status": "ok", "images": len(images)})
     finally:
         bar.close()

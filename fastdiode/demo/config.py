@@ -1,0 +1,47 @@
+"""The digits benchmark's config: the data, the teacher, one DIODE inversion config, one distillation
+config shared by every row (same student, steps and schedule), and the rows (training sources) to compare.
+``fastdiode demo`` runs the packaged ``demo_digits.yaml``; configs/bench_digits.yaml is the full benchmark."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastdiode.config import ConfigError
+from fastdiode.data.digits import DigitsSpec
+from fastdiode.distill.config import TrainConfig
+from fastdiode.inversion.config import InversionConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "assets" / "demo_digits.yaml"
+SHIPPED_TEACHER = Path(__file__).resolve().parent.parent / "assets" / "teacher_digits.safetensors"
+SOURCES = ("diode", "real", "photos", "noise")
+
+
+@dataclass
+class Row:
+    name: str
+    source: str  # diode | real | photos | noise
+    fp: bool = True  # diode rows: Y_fp false-positive sampling on or off
+    images: int = 0  # diode rows: images to synthesize; others: 0 = the whole set
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    teacher: str | None = None  # a fastdiode checkpoint; None: the shipped digits teacher
+    data: DigitsSpec = field(default_factory=DigitsSpec)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    distill: TrainConfig = field(default_factory=TrainConfig)
+    rows: list[Row] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.rows:
+            raise ConfigError("rows: expected at least one row (name, source)")
+        for i, row in enumerate(self.rows):
+            if row.source not in SOURCES:
+                raise ConfigError(f"rows[{i}].source: {row.source!r} is not one of {', '.join(SOURCES)}")
+            if row.source == "diode" and row.images < 1:
+                raise ConfigError(f"rows[{i}].images: a diode row needs the number of images to synthesize")
+        names = [r.name for r in self.rows]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"rows: names must be unique, got {names}")
+        self.inversion.validate()

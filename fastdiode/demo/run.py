@@ -1,0 +1,167 @@
+"""DIODE end to end on the digits benchmark: build the data, load the teacher, synthesize images, distill a
+student on each training source with the same student, steps and schedule, evaluate every student on the
+real validation set, and write ``report.md``. Every stage reuses what an earlier run finished."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from fastdiode.data.digits import CLASS_NAMES, build_digits
+from fastdiode.data.grid import write_grid
+from fastdiode.data.images import read_image
+from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row
+from fastdiode.distill.curves import plot_comparison
+from fastdiode.distill.trainer import STATE, run_training
+from fastdiode.models import load
+from fastdiode.models.darknet import Darknet
+from fastdiode.models.postprocess import postprocess
+from fastdiode.runtime.files import atomic_write
+
+log = logging.getLogger("fastdiode")
+
+
+def _cached(path: Path, make) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = make()
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1)))
+    return value
+
+
+def evaluate_teacher(teacher: Darknet, val: Path, device: torch.device) -> dict:
+    from fastdiode.eval import coco_map
+
+    return coco_map(teacher, val / "images", val / "annotations.json", batch_size=64, device=device,
+                    progress=False)["stats"]
+
+
+def synthesize(cfg: DemoConfig, row: Row, teacher_path: Path, out: Path, device: torch.device) -> Path:
+    """Run (or finish) the row's DIODE inversion job; returns the dataset folder."""
+    from fastdiode.cli import load_teacher
+    from fastdiode.inversion.job import run_job
+
+    inv = copy.deepcopy(cfg.inversion)
+    inv.teacher.weights = str(teacher_path)
+    inv.fp.enabled = row.fp
+    inv.job.out = str(out)
+    inv.job.num_batches = math.ceil(row.images / inv.stages.batch_size[0])
+    inv.validate()
+    summary = out / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text())["batches_done"] >= inv.job.num_batches:
+        return out
+    teacher, names, stamp = load_teacher(inv.teacher)
+    run_job(inv, teacher, device, names, extra={"device": str(device), "teacher": stamp})
+    return out
+
+
+def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Path, out: Path,
+            device: torch.device) -> dict:
+    """Distill the row's student on ``source`` (or finish an interrupted run); returns its summary."""
+    from fastdiode.cli import build_student
+
+    tc = copy.deepcopy(cfg.distill)
+    tc.data.train, tc.data.val, tc.teacher, tc.train.out = str(source), str(val), str(teacher_path), str(out)
+    tc.validate()
+    if (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        if summary["steps"] >= tc.train.steps:
+            return summary
+    teacher = load(teacher_path)
+    return run_training(tc, build_student(tc, teacher), teacher, device, teacher.class_names,
+                        resume=(out / STATE).is_file())
+
+
+@torch.no_grad()
+def predictions_grid(teacher: Darknet, image_dir: Path, path: Path, n: int = 16) -> None:
+    """The teacher's detections (confidence > 0.3) on the first ``n`` images of a folder."""
+    files = sorted(image_dir.glob("*.png"))[:n]
+    if not files:
+        return
+    images = torch.stack([read_image(f) for f in files])
+    size = images.shape[-1]
+    dets = postprocess(teacher.eval()(images), 0.3, 0.45, 16, model=teacher)
+    boxes = torch.full((len(files), 16, 5), -1.0)
+    for i, d in enumerate(dets):
+        xyxy = d[:, :4] / size
+        boxes[i, : len(d)] = torch.stack([d[:, 5], (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+                                          xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], 1)
+    write_grid(path, images, boxes, CLASS_NAMES)
+
+
+def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
+    """Run every row of ``cfg``; prints the table and writes ``report.md``. Returns the table rows."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = build_digits(out / "data", cfg.data)
+    teacher_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
+    teacher = load(teacher_path)
+    if teacher.num_classes != len(CLASS_NAMES):
+        raise ValueError(f"teacher {teacher_path}: {teacher.num_classes} classes, the digits have 10")
+    teacher_stats = _cached(out / "teacher_eval.json", lambda: evaluate_teacher(teacher, data["val"], device))
+    log.info("fastdiode demo: teacher %s: mAP@.5 %.3f on the digits val set", teacher_path,
+             teacher_stats["mAP@.5"])
+    table, histories = [], {}
+    for row in cfg.rows:
+        t0 = time.perf_counter()
+        if row.source == "diode":
+            source = synthesize(cfg, row, teacher_path, out / "synth" / row.name, device)
+        else:
+            source = data["train" if row.source == "real" else row.source]
+        synth_minutes = (time.perf_counter() - t0) / 60
+        summary = distill(cfg, row, source, teacher_path, data["val"], out / "students" / row.name, device)
+        history = [json.loads(line) for line in (out / "students" / row.name / "metrics.jsonl").read_text().splitlines()]
+        histories[row.name] = history
+        final = summary["final_eval"] or {}
+        table.append({"row": row.name, "source": row.source, "mAP@.5": final.get("mAP@.5", 0.0),
+                      "mAP@[.5:.95]": final.get("mAP@[.5:.95]", 0.0),
+                      "images": len(list((Path(source) / "images").glob("*.png"))),
+                      "minutes": (time.perf_counter() - t0) / 60, "synth_minutes": synth_minutes})
+    plot_comparison(histories, out / "curves.png")
+    diode = [r for r in cfg.rows if r.source == "diode"]
+    if diode:
+        synth = out / "synth" / diode[0].name
+        predictions_grid(teacher, synth / "images", out / "teacher_on_synth.png")
+    report = format_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(
+        {"teacher": teacher_stats, "rows": table}, indent=1)))
+    print(format_table(teacher_stats, table, cfg.data.train))
+    print(f"\nwrote {out / 'report.md'}")
+    return table
+
+
+def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
+    lines = ["| data source | mAP@0.5 | mAP@[.5:.95] | % of teacher mAP@0.5 | images | minutes |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| teacher (trained on real labels) | {teacher['mAP@.5']:.3f} | {teacher['mAP@[.5:.95]']:.3f} | 100% "
+             f"| {teacher_images} | - |"]
+    for r in table:
+        share = 100 * r["mAP@.5"] / teacher["mAP@.5"] if teacher["mAP@.5"] else 0.0
+        lines.append(f"| {r['row']} ({r['source']}) | {r['mAP@.5']:.3f} | {r['mAP@[.5:.95]']:.3f} | {share:.0f}% "
+                     f"| {r['images']} | {r['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def format_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool) -> str:
+    student = cfg.distill.student
+    parts = [
+        "# fastdiode digits benchmark", "",
+        f"Teacher: {cfg.teacher or 'the shipped digits teacher'}; student: {student.model} (width {student.width}), "
+        f"{cfg.distill.train.steps} steps of {cfg.distill.train.batch_size} images at {cfg.distill.train.img_size} px "
+        "by mimic learning, the same for every row. Every student is evaluated on the real digits validation set "
+        f"({cfg.data.val} images). Total time {minutes:.1f} min.", "",
+        format_table(teacher, table, cfg.data.train), "",
+        "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
+    ]
+    if synth:
+        name = next(r.name for r in cfg.rows if r.source == "diode")
+        parts += ["Synthesized images with their target boxes:", "", f"![synthesized](synth/{name}/preview.png)", "",
+                  "The teacher's detections on them (confidence > 0.3):", "", "![teacher](teacher_on_synth.png)", ""]
+    return "\n".join(parts)

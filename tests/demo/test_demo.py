@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from fastdiode.cli import main
+from fastdiode.demo.config import SHIPPED_TEACHER
+
+MINI = ["data={train: 48, val: 24, proxy: 24, size: 96, seed: 0}", "inversion.stages.iterations=[6,4]",
+        "inversion.stages.batch_size=[8,8]", "inversion.fp={enabled: true, warmup: 2, every: 2, stop: 8}",
+        "inversion.job.log_every=5", "distill.data.loader=torch", "distill.data.workers=0", "distill.train.steps=6",
+        "distill.train.eval_every=3", "distill.train.batch_size=8", "distill.train.log_every=3",
+        "rows=[{name: diode, source: diode, images: 8}, {name: real, source: real}, {name: noise, source: noise}]"]
+
+
+@pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
+def test_shipped_teacher_scores_on_the_digits_val_set(tmp_path):
+    """The packaged checkpoint loads and scores >= 0.90 mAP@0.5 on a fixed 120-image validation subset."""
+    from fastdiode.data.digits import DigitsSpec, build_digits
+    from fastdiode.demo.run import evaluate_teacher
+    from fastdiode.models import load, load_info
+
+    import torch
+
+    paths = build_digits(tmp_path, DigitsSpec(train=0, val=120, proxy=0), progress=False)
+    teacher = load(SHIPPED_TEACHER)
+    stats = evaluate_teacher(teacher, paths["val"], torch.device("cpu"))
+    assert stats["mAP@.5"] >= 0.90
+    info = load_info(SHIPPED_TEACHER)
+    assert info["metadata"]["command"].startswith("fastdiode train --config configs/teacher_digits.yaml")
+    assert SHIPPED_TEACHER.stat().st_size <= 10 * 2**20
+
+
+@pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
+def test_mini_demo_runs_end_to_end_and_reuses_its_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", f"out={out}", *MINI]) == 0
+    table = capsys.readouterr().out
+    assert "| diode (diode) |" in table and "| noise (noise) |" in table
+    results = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in results["rows"]] == ["diode", "real", "noise"]
+    for name in ("report.md", "curves.png", "teacher_on_synth.png", "synth/diode/preview.png"):
+        assert (out / name).is_file(), name
+    stamp = (out / "students" / "diode" / "last.safetensors").stat().st_mtime_ns
+    assert main(["demo", f"out={out}", *MINI]) == 0  # everything is reused
+    assert (out / "students" / "diode" / "last.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_demo_config_errors(tmp_path, capsys):
+    assert main(["demo", f"out={tmp_path}", "rows=[{name: a, source: imagenet}]"]) == 2
+    assert "rows[0].source" in capsys.readouterr().err
