@@ -270,6 +270,62 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
             "reference images per GPU-hour": 3600 * first_batch / ref_seconds, "teacher compiled": compile_teacher}
 
 
+def distill_timings(device, smoke: bool) -> dict:
+    """The distillation student step (YOLOv3 mimicking YOLOv3-SPP, 416^2 x 64, bf16, Adam): eager vs compiled
+    images/s; and the loader (torch DataLoader, DALI with ``mixed`` decoding when installed) on generated
+    416^2 PNGs, to compare with what the step consumes (target: loader >= 2x the step)."""
+    import tempfile
+
+    from benchmarks.bench_distill_cpu import loader_rate, make_pngs
+    from fastdiode.config import load_config
+    from fastdiode.data.dali_loader import available as dali_available
+    from fastdiode.data.scan import scan_dataset
+    from fastdiode.distill import TrainConfig, Trainer
+    from fastdiode.models import build_model
+
+    (student_name, teacher_name, size, batch) = ("yolo-micro", "yolo-micro", 64, 4) if smoke else \
+        ("yolov3", "yolov3-spp", 416, 64)
+    steps = 2 if smoke else 10
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    result = {"shape": f"{student_name} <- {teacher_name}, {size}^2 x {batch}", "step": {}}
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        teacher = build_model(teacher_name, num_classes=80).eval()
+        student = build_model(student_name, num_classes=80)
+        cfg = load_config(TrainConfig, None, ["data.train=unused", "teacher=unused", f"train.steps={steps + 3}",
+                                              f"train.compile={str(mode == 'compiled').lower()}"])
+        trainer = Trainer(cfg, student, teacher, device, [], progress=False)
+        if smoke and mode == "compiled":
+            trainer.loss_fn = torch.compile(trainer._loss, backend="aot_eager")
+        x = torch.rand(batch, 3, size, size, device=device)
+        boxes = torch.full((batch, 4, 5), -1.0, device=device)
+        t0 = time.perf_counter()
+        trainer.train_step(x, boxes)
+        sync()
+        first = time.perf_counter() - t0
+        trainer.train_step(x, boxes)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(x, boxes)
+        sync()
+        result["step"][mode] = {"images/s": steps * batch / (time.perf_counter() - t0), "first call s": first,
+                                "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0}
+        del trainer, teacher, student
+    n, png = (16, 64) if smoke else (512, 416)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = scan_dataset(make_pngs(Path(tmp), n, png))
+        result["loader"] = {"torch (8 workers)": loader_rate("torch", data, 8 if smoke else 64, 1 if smoke else 5,
+                                                             0 if smoke else 8, png)}
+        if dali_available():
+            result["loader"]["dali (mixed)" if device.type == "cuda" else "dali (cpu)"] = loader_rate(
+                "dali", data, 8 if smoke else 64, 1 if smoke else 5, 2 if smoke else 8, png,
+                device if device.type == "cuda" else None)
+    return result
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -311,6 +367,14 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"Images per GPU-hour over the paper's schedule (2500/1500/1000 iterations at 160/320/416): "
                   f"fastdiode {inv['images per GPU-hour (paper schedule)']:.0f} (target >= 3000 on an H100), "
                   f"reference loop {inv['reference images per GPU-hour']:.0f}."]
+    dist = result.get("distill")
+    if dist:
+        lines += ["", f"## Distillation student step ({dist['shape']}, bf16, Adam) and loader", "",
+                  "| step | images/s | first call s | peak GiB |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['images/s']:.0f} | {v['first call s']:.1f} | {v['peak GiB']:.1f} |"
+                  for k, v in dist["step"].items()]
+        lines += ["", "| loader | images/s |", "|---|---:|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in dist["loader"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +403,7 @@ def main() -> None:
     result["rows"] = timings(device, args.smoke, copy_gbs)
     result["model_rows"] = model_timings(device, args.smoke)
     result["inversion"] = inversion_timings(device, args.smoke, args.compile)
+    result["distill"] = distill_timings(device, args.smoke)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""

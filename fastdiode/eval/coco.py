@@ -20,6 +20,9 @@ from fastdiode.models.darknet import Darknet
 from fastdiode.models.postprocess import postprocess
 from fastdiode.runtime.files import atomic_write
 
+# The best-scoring candidates per image that enter NMS: bounds the O(n^2) plain-torch NMS when a weak model
+# puts every box above conf_thres (the 300 detections kept come from far fewer than this).
+MAX_CANDIDATES = 3000
 STAT_NAMES = ["mAP@[.5:.95]", "mAP@.5", "mAP@.75", "mAP small", "mAP medium", "mAP large",
               "AR@1", "AR@10", "AR@100", "AR small", "AR medium", "AR large"]
 
@@ -86,7 +89,8 @@ def detect_folder(model: Darknet, dataset: DetectionDataset, category_ids: list[
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     out = []
     for images, _, infos in tqdm(loader, desc="detect", unit="batch", disable=not progress):
-        dets = postprocess(model(images.to(device)), conf_thres, iou_thres, max_det, model=model, multi_label=True)
+        dets = postprocess(model(images.to(device)), conf_thres, iou_thres, max_det, model=model, multi_label=True,
+                           max_candidates=MAX_CANDIDATES)
         for det, info in zip(dets, infos):
             for x1, y1, x2, y2, score, cls in detections_to_original(det.cpu(), info["letterbox"]).tolist():
                 out.append({"image_id": info["image_id"], "category_id": category_ids[int(cls)],

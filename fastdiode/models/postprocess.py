@@ -1,6 +1,7 @@
 """From raw head maps to detections: decoding (anchors, grid, strides) and class-aware greedy NMS."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
@@ -30,13 +31,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Te
     if order.numel() == 0:
         return order
     overlap = (box_iou(boxes[order], boxes[order]) > iou_thres).cpu().numpy()
-    alive = [True] * len(order)
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
-        if alive[i]:
+        if not suppressed[i]:
             keep.append(i)
-            for j in overlap[i, i + 1:].nonzero()[0]:
-                alive[i + 1 + j] = False
+            suppressed |= overlap[i]  # one vectorised row per kept box
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
