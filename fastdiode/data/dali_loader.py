@@ -49,8 +49,7 @@ def _pipeline(source, batch: int, threads: int, device_id: int | None):
                                                                                    batch=True)
         gpu = device_id is not None
         image = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB)
-        image = fn.resize(image, size=shape.gpu() if gpu else shape, interp_type=types.INTERP_LINEAR,
-                          antialias=True)
+        image = fn.resize(image, size=shape, interp_type=types.INTERP_LINEAR, antialias=True)  # CPU argument
         image = fn.flip(image, horizontal=flip)
         image = fn.cast(image, dtype=types.FLOAT) * (1 / 255)
         r, g, b = image[:, :, 0], image[:, :, 1], image[:, :, 2]
