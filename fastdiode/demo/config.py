@@ -44,4 +44,7 @@ class DemoConfig:
         names = [r.name for r in self.rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"rows: names must be unique, got {names}")
-        self.inversion.validate()
+        try:
+            self.inversion.validate()
+        except ConfigError as e:
+            raise ConfigError(f"inversion.{e}") from None

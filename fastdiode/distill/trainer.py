@@ -25,6 +25,7 @@ from fastdiode.data.train_augment import LoaderAugment
 from fastdiode.distill.config import TrainConfig
 from fastdiode.distill.curves import plot_curves
 from fastdiode.distill.ema import ModelEMA
+from fastdiode.distill.sync_bn import convert_sync_batchnorm
 from fastdiode.losses import mimic_loss, yolo_loss
 from fastdiode.models import checkpoint
 from fastdiode.models.darknet import Darknet
@@ -50,7 +51,7 @@ class Trainer:
         fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.student = student.to(device, memory_format=fmt).train()
         if world > 1:
-            self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.student = convert_sync_batchnorm(self.student, device)
             self.ddp = nn.parallel.DistributedDataParallel(self.student, device_ids=[device.index] if cuda else None)
         else:
             self.ddp = self.student
@@ -74,7 +75,7 @@ class Trainer:
         fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         if o.name == "adam":
             return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), **fused)
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True, **fused)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0, **fused)
 
     def _loss(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total loss, detached [mimic, label]) of one batch; teacher and student see the same images."""
@@ -181,6 +182,9 @@ class Trainer:
                 images_seen += len(images) * self.world
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == stop:
+                    if self.world > 1:  # the global batch's loss: the mean over ranks
+                        torch.distributed.all_reduce(sums)
+                        sums /= self.world
                     mean = (sums / count).tolist()
                     if not all(math.isfinite(v) for v in mean):
                         raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr or "

@@ -5,8 +5,8 @@ import pytest
 from fastdiode.cli import main
 from fastdiode.demo.config import SHIPPED_TEACHER
 
-MINI = ["data={train: 48, val: 24, proxy: 24, size: 96, seed: 0}", "inversion.stages.iterations=[6,4]",
-        "inversion.stages.batch_size=[8,8]", "inversion.fp={enabled: true, warmup: 2, every: 2, stop: 8}",
+MINI = ["data={train: 48, val: 24, proxy: 24, size: 96, seed: 0}", "inversion.stages.iterations=[4,3,3]",
+        "inversion.stages.batch_size=[8,8,8]", "inversion.fp={enabled: true, warmup: 2, every: 2, stop: 8}",
         "inversion.job.log_every=5", "distill.data.loader=torch", "distill.data.workers=0", "distill.train.steps=6",
         "distill.train.eval_every=3", "distill.train.batch_size=8", "distill.train.log_every=3",
         "rows=[{name: diode, source: diode, images: 8}, {name: real, source: real}, {name: noise, source: noise}]"]
