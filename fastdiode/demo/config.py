@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastdiode.config import ConfigError
+from fastdiode.config import ConfigError, apply_override, from_dict, to_dict
 from fastdiode.data.digits import DigitsSpec
 from fastdiode.distill.config import TrainConfig
 from fastdiode.inversion.config import InversionConfig
@@ -22,6 +22,7 @@ class Row:
     source: str  # diode | real | photos | noise
     fp: bool = True  # diode rows: Y_fp false-positive sampling on or off
     images: int = 0  # diode rows: images to synthesize; others: 0 = the whole set
+    inversion: list[str] = field(default_factory=list)  # diode rows: key=value overrides of the inversion section
 
 
 @dataclass
@@ -41,6 +42,12 @@ class DemoConfig:
                 raise ConfigError(f"rows[{i}].source: {row.source!r} is not one of {', '.join(SOURCES)}")
             if row.source == "diode" and row.images < 1:
                 raise ConfigError(f"rows[{i}].images: a diode row needs the number of images to synthesize")
+            if row.inversion and row.source != "diode":
+                raise ConfigError(f"rows[{i}].inversion: overrides apply to diode rows only")
+            try:
+                row_inversion(self.inversion, row)
+            except ConfigError as e:
+                raise ConfigError(f"rows[{i}].inversion: {e}") from None
         names = [r.name for r in self.rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"rows: names must be unique, got {names}")
@@ -48,3 +55,14 @@ class DemoConfig:
             self.inversion.validate()
         except ConfigError as e:
             raise ConfigError(f"inversion.{e}") from None
+
+
+def row_inversion(base: InversionConfig, row: Row) -> InversionConfig:
+    """The inversion config of a diode row: ``base`` with the row's Y_fp switch and overrides applied."""
+    data = to_dict(base)
+    data["fp"]["enabled"] = row.fp
+    for assignment in row.inversion:
+        apply_override(data, assignment)
+    cfg = from_dict(InversionConfig, data)
+    cfg.validate()
+    return cfg

@@ -15,7 +15,7 @@ import torch
 from fastdiode.data.digits import CLASS_NAMES, build_digits
 from fastdiode.data.grid import write_grid
 from fastdiode.data.images import read_image
-from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row
+from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_inversion
 from fastdiode.distill.curves import plot_comparison
 from fastdiode.distill.trainer import STATE, run_training
 from fastdiode.models import load
@@ -46,9 +46,8 @@ def synthesize(cfg: DemoConfig, row: Row, teacher_path: Path, out: Path, device:
     from fastdiode.cli import load_teacher
     from fastdiode.inversion.job import run_job
 
-    inv = copy.deepcopy(cfg.inversion)
+    inv = row_inversion(cfg.inversion, row)
     inv.teacher.weights = str(teacher_path)
-    inv.fp.enabled = row.fp
     inv.job.out = str(out)
     inv.job.num_batches = math.ceil(row.images / inv.stages.batch_size[0])
     inv.validate()
