@@ -92,7 +92,7 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path):
 def test_digits_are_deterministic_and_their_boxes_tight(tmp_path, digits):
     from PIL import Image
 
-    from conftest import TINY_DIGITS
+    from distill_helpers import TINY_DIGITS
     from fastdiode.data.digits import build_digits
 
     again = build_digits(tmp_path / "again", TINY_DIGITS, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import train_args
+from distill_helpers import train_args
 from fastdiode.cli import build_student, main
 from fastdiode.config import ConfigError, load_config
 from fastdiode.distill import TrainConfig, run_training
