@@ -7,18 +7,32 @@ import torch
 from torch import nn
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; its gradient is the sum over ranks of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are all-reduced over the default process group."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         count = torch.full((1,), x.numel() / c, dtype=torch.float32, device=x.device)
-        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean
