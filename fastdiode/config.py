@@ -117,6 +117,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return cfg
 
 
-def config_hash(cfg) -> str:
-    """A short stable hash of a config's content."""
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(cfg, ignore: tuple[str, ...] = ()) -> str:
+    """A short stable hash of a config's content, without the dotted keys in ``ignore`` (e.g. ``job.out``)."""
+    data = to_dict(cfg)
+    for key in ignore:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

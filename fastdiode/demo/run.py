@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from fastdiode.config import config_hash
 from fastdiode.data.digits import CLASS_NAMES, build_digits
 from fastdiode.data.grid import write_grid
 from fastdiode.data.images import read_image
@@ -69,6 +70,8 @@ def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Pa
     tc.validate()
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
+        if summary.get("config_hash") != config_hash(tc):
+            raise ValueError(f"{out} holds a student trained with a different config; remove it or set a new out")
         if summary["steps"] >= tc.train.steps:
             return summary
     teacher = load(teacher_path)

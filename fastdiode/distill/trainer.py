@@ -224,7 +224,7 @@ class Trainer:
         evals = [e for e in self.history if "eval" in e]
         summary = {"steps": self.step, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9),
                    "final_eval": evals[-1]["eval"] if evals else None, "best": self.best if evals else None,
-                   "best_metric": self.cfg.train.best_metric}
+                   "best_metric": self.cfg.train.best_metric, "config_hash": config_hash(self.cfg)}
         if self.rank == 0:
             atomic_write(self.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
             plot_curves(self.history, self.out / "curves.png")

@@ -30,6 +30,15 @@ from fastdiode.runtime.schedule import derive_seed
 log = logging.getLogger("fastdiode")
 
 
+# Keys that say where and how long a job runs, not what its images are: a job may be moved or extended.
+JOB_ONLY_KEYS = ("job.out", "job.num_batches", "job.progress", "job.log_every")
+
+
+def content_hash(cfg: InversionConfig) -> str:
+    """What a batch's images depend on: the config without the job-only keys."""
+    return config_hash(cfg, JOB_ONLY_KEYS)
+
+
 def image_name(batch: int, index: int) -> str:
     return f"b{batch:06d}_{index:04d}"
 
@@ -82,7 +91,7 @@ def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world
                "batches_failed": sorted(e["batch"] for e in entries if e["status"] == "failed"),
                "seconds": seconds, "seconds_per_iteration_per_stage": per_stage,
                "images_per_hour": 3600 * sum(e["images"] for e in warm) / warm_seconds if warm_seconds else 0.0,
-               "config_hash": config_hash(cfg), **extra}
+               "config_hash": content_hash(cfg), **extra}
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return summary
 
@@ -137,7 +146,12 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
     if rank == 0:
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
     manifest = out / manifest_name(rank)
-    done = {e["batch"] for e in read_manifest(manifest)}
+    entries = read_manifest(manifest)
+    stale = [e["batch"] for e in entries if e.get("config_hash") != content_hash(cfg)]
+    if stale:
+        raise ValueError(f"job.out: {out} holds batches made with a different config (batch {stale[0]} of "
+                         f"{manifest.name}); rerun with that config, or choose a new job.out")
+    done = {e["batch"] for e in entries}
     todo = [b for b in range(cfg.job.num_batches) if b % world == rank and b not in done]
     if done:
         log.info("fastdiode: resuming %s: %d batches already done, %d to go", out, len(done), len(todo))
@@ -158,7 +172,7 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
             start = time.perf_counter()
             result = inverter.invert(batch_targets(cfg, batch, labels, device), seed,
                                      progress=progress.for_batch(batch))
-            entry = {"batch": batch, "seed": seed, "config_hash": config_hash(cfg), "rank": rank,
+            entry = {"batch": batch, "seed": seed, "config_hash": content_hash(cfg), "rank": rank,
                      "seconds": result.seconds, "wall": time.perf_counter() - start,
                      "iterations": chunk_steps,
                      "stage_losses": result.stage_losses}

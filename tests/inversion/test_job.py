@@ -77,6 +77,16 @@ def test_resume_after_interruption_gives_the_uninterrupted_dataset(tmp_path, tea
     assert sorted(json.loads(line)["batch"] for line in manifest) == [0, 1, 2]  # no duplicates
 
 
+def test_rerun_with_another_config_is_refused_but_a_longer_job_resumes(tmp_path, teacher_path, capsys):
+    out = tmp_path / "out"
+    run_cli(job_args(teacher_path, out, "job.num_batches=1"))
+    assert main(["invert", *job_args(teacher_path, out, "job.num_batches=1", "loss.tv_l1=10")]) == 2
+    assert "different config" in capsys.readouterr().err
+    run_cli(job_args(teacher_path, out, "job.num_batches=2"))  # extending the same job is fine
+    assert len(json.loads((out / "summary.json").read_text())["batches_failed"]) == 0
+    assert json.loads((out / "summary.json").read_text())["batches_done"] == 2
+
+
 def test_failed_batch_is_recorded_and_the_job_goes_on(tmp_path, teacher_path):
     out = tmp_path / "out"
     run_cli(job_args(teacher_path, out, "loss.l2=.inf", "job.log_every=2"))
