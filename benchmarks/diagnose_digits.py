@@ -51,7 +51,8 @@ def main() -> None:
     run = Path(args.run)
     teacher = load(SHIPPED_TEACHER).eval()
     sets = {"real val": run / "data" / "val", "photos": run / "data" / "photos", "noise": run / "data" / "noise"}
-    sets.update({f"synth {p.name}": p for p in sorted((run / "synth").iterdir()) if any((p / "images").glob("*.png"))})
+    synth = sorted(p for p in (run / "synth").iterdir() if any((p / "images").glob("*.png")))
+    sets.update({f"synth {p.name}": p for p in synth})
     lines = ["# What the teacher sees in each image set", "",
              f"{args.images} images per set; BN-statistics loss over the teacher's BN layers (sum, first, last, and the worst layer's index); detections per image and their mean "
              "confidence at conf > 0.3; mean |horizontal pixel difference| (high-frequency energy).", "",

@@ -2,8 +2,9 @@
 
 The host draws each sample's parameters exactly as the torch pipeline does (:mod:`train_augment`) and feeds
 the encoded file, resize shape, flip flag, colour matrix and boxes through an external source; DALI decodes
-(``mixed`` = nvJPEG/nvImageCodec on a GPU, ``cpu`` with ``device_id=None`` without one), resizes, flips,
-applies the colour matrix, and pads to the letterboxed square on its own worker threads.
+(``mixed`` = nvJPEG/nvImageCodec on a GPU, ``cpu`` with ``device_id=None`` without one), resizes, applies the
+colour matrix, pads to the letterboxed square, then mirrors and normalises in one op, on its own threads,
+in uint8 until the last step.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastdiode.data.images import PAD_VALUE
+from fastdiode.data.images import PAD_BYTE
 from fastdiode.data.loader import BatchPlan
 from fastdiode.data.scan import ScannedDataset
 from fastdiode.data.train_augment import LoaderAugment, sample_boxes, sample_params
@@ -40,7 +41,7 @@ def _feed(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: i
 
 
 def _pipeline(source, batch: int, threads: int, device_id: int | None):
-    from nvidia.dali import fn, math, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=batch, num_threads=max(1, threads), device_id=device_id, prefetch_queue_depth=2,
                   exec_dynamic=True)
@@ -50,14 +51,11 @@ def _pipeline(source, batch: int, threads: int, device_id: int | None):
         gpu = device_id is not None
         image = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB)
         image = fn.resize(image, size=shape, interp_type=types.INTERP_LINEAR, antialias=True)  # CPU argument
-        image = fn.flip(image, horizontal=flip)
-        image = fn.cast(image, dtype=types.FLOAT) * (1 / 255)
-        r, g, b = image[:, :, 0], image[:, :, 1], image[:, :, 2]
-        m = colour.gpu() if gpu else colour
-        planes = [math.clamp(m[i, 0] * r + m[i, 1] * g + m[i, 2] * b, 0.0, 1.0) for i in range(3)]
-        image = fn.stack(*planes, axis=0)
-        image = fn.slice(image, start=anchor, shape=canvas, axes=[1, 2], out_of_bounds_policy="pad",
-                         fill_values=PAD_VALUE)
+        image = fn.coord_transform(image, M=colour, dtype=types.UINT8)  # colour matrix per pixel, saturating
+        image = fn.slice(image, start=anchor, shape=canvas, axes=[0, 1], out_of_bounds_policy="pad",
+                         fill_values=PAD_BYTE)
+        image = fn.crop_mirror_normalize(image, mirror=flip, mean=0.0, std=255.0, output_layout="CHW",
+                                         dtype=types.FLOAT)
         return image, boxes
 
     return pipe()

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-PAD_VALUE = 114 / 255
+PAD_BYTE = 114  # the letterbox padding grey
+PAD_VALUE = PAD_BYTE / 255
 
 
 def decode_rgb(path: str | Path) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Training-time augmentation of the distillation loaders: letterbox to the step's size, random horizontal
-flip (boxes flipped with it) and an HSV-style colour jitter. As in kornia, the random parameters are drawn
+flip of the canvas (boxes flipped with it) and an HSV-style colour jitter. As in kornia, the random parameters are drawn
 apart from their application, on the host, from a per-sample seed: the torch and DALI pipelines apply the
 same parameters, so they produce equivalent batches, and a batch is a pure function of (seed, step)."""
 from __future__ import annotations
@@ -72,8 +72,8 @@ def sample_params(item: Item, size: int, aug: LoaderAugment, seed: int) -> Sampl
 def sample_boxes(item: Item, params: SampleParams, capacity: int) -> torch.Tensor:
     """The item's boxes on the augmented canvas, padded to (capacity, 5) with cls = -1 rows."""
     boxes = boxes_to_canvas(item.boxes, params.letterbox, params.size)
-    if params.flip:  # the resized image is mirrored in place, before it is padded
-        boxes[:, 1] = (params.new_w + 2 * params.left) / params.size - boxes[:, 1]
+    if params.flip:  # the letterboxed canvas is mirrored
+        boxes[:, 1] = 1.0 - boxes[:, 1]
     if len(boxes) > capacity:
         raise ValueError(f"labels of {item.path}: {len(boxes)} boxes exceed the loader capacity {capacity}; "
                          "raise data.capacity")
@@ -87,10 +87,8 @@ def apply_params(image: torch.Tensor, params: SampleParams) -> torch.Tensor:
     if (params.new_h, params.new_w) != tuple(image.shape[1:]):
         x = F.interpolate(x, size=(params.new_h, params.new_w), mode="bilinear", align_corners=False, antialias=True)
     x = x[0]
-    if params.flip:
-        x = x.flip(-1)
     if not np.allclose(params.colour, np.eye(3)):
         x = torch.einsum("ij,jhw->ihw", torch.from_numpy(params.colour), x)
     canvas = x.new_full((3, params.size, params.size), PAD_VALUE)
     canvas[:, params.top:params.top + params.new_h, params.left:params.left + params.new_w] = x.clamp_(0, 1)
-    return canvas
+    return canvas.flip(-1) if params.flip else canvas

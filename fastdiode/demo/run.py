@@ -111,20 +111,20 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
              teacher_stats["mAP@.5"])
     table, histories = [], {}
     for row in cfg.rows:
-        t0 = time.perf_counter()
+        synth_seconds = 0.0
         if row.source == "diode":
             source = synthesize(cfg, row, teacher_path, out / "synth" / row.name, device)
+            synth_seconds = json.loads((source / "summary.json").read_text())["seconds"]
         else:
             source = data["train" if row.source == "real" else row.source]
-        synth_minutes = (time.perf_counter() - t0) / 60
         summary = distill(cfg, row, source, teacher_path, data["val"], out / "students" / row.name, device)
-        history = [json.loads(line) for line in (out / "students" / row.name / "metrics.jsonl").read_text().splitlines()]
-        histories[row.name] = history
+        metrics = (out / "students" / row.name / "metrics.jsonl").read_text()
+        histories[row.name] = [json.loads(line) for line in metrics.splitlines()]
         final = summary["final_eval"] or {}
         table.append({"row": row.name, "source": row.source, "mAP@.5": final.get("mAP@.5", 0.0),
                       "mAP@[.5:.95]": final.get("mAP@[.5:.95]", 0.0),
                       "images": len(list((Path(source) / "images").glob("*.png"))),
-                      "minutes": (time.perf_counter() - t0) / 60, "synth_minutes": synth_minutes})
+                      "minutes": (synth_seconds + summary["seconds"]) / 60, "synth_minutes": synth_seconds / 60})
     plot_comparison(histories, out / "curves.png")
     diode = [r for r in cfg.rows if r.source == "diode"]
     if diode:
