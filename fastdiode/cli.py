@@ -140,7 +140,6 @@ def build_student(cfg, teacher) -> "torch.nn.Module":
 def _train(args: argparse.Namespace, distill: bool) -> int:
     from fastdiode import models
     from fastdiode.config import load_config
-    from fastdiode.data.scan import scan_dataset
     from fastdiode.distill import TrainConfig, run_training
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
@@ -151,11 +150,7 @@ def _train(args: argparse.Namespace, distill: bool) -> int:
     device = resolve_device(cfg.train.device)
     teacher = models.load(cfg.teacher) if distill else None
     student = build_student(cfg, teacher)
-    if teacher is not None:
-        names = teacher.class_names
-    else:
-        names = scan_dataset(cfg.data.train, student.num_classes).class_names or \
-            [str(i) for i in range(student.num_classes)]
+    names = teacher.class_names if teacher is not None else None  # train: the dataset's names
     rank, world, local_rank = init_distributed()
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)

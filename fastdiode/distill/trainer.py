@@ -265,11 +265,13 @@ def prepare_out(cfg: TrainConfig, resume: bool, rank: int) -> Path:
 
 
 def run_training(cfg: TrainConfig, student: Darknet, teacher: Darknet | None, device: torch.device,
-                 class_names: list[str], rank: int = 0, world: int = 1, resume: bool = False,
+                 class_names: list[str] | None = None, rank: int = 0, world: int = 1, resume: bool = False,
                  progress: bool = True, stop_at: int | None = None) -> dict:
-    """Scan the data, build the trainer, resume if asked, train, evaluate, write the outputs."""
+    """Scan the data, build the trainer, resume if asked, train, evaluate, write the outputs. Without
+    ``class_names`` the training set's names are used (or the class indices when it has none)."""
     out = prepare_out(cfg, resume, rank)
     data = scan_dataset(cfg.data.train, student.num_classes, cfg.data.strict)
+    class_names = class_names or data.class_names or [str(i) for i in range(student.num_classes)]
     val = validation_set(cfg, class_names, out) if rank == 0 else None
     trainer = Trainer(cfg, student, teacher, device, class_names, rank, world, progress)
     if resume:
