@@ -4,6 +4,11 @@ The input is viewed as (N, C, S) with arbitrary strides (NCHW: stride_s = 1; cha
 Forward is a deterministic two-stage reduction: each program sums (x - shift) and (x - shift)^2 in fp32 over
 a tile of S and a chunk of N and writes one partial row; the partial rows are summed afterwards (no atomics).
 Backward writes dx = gm[c] + beta[c] * (x - mu[c]): one read of x, one write of dx.
+
+The BN+activation variants fold the eval-mode BatchNorm and a leaky ReLU into the same passes: forward also
+writes y = leaky(scale * x + bias) from the x it reads, and backward adds the activation's and BN's gradient
+gy * scale * leaky'(scale * x + bias), so a Conv-BN-LeakyReLU block costs one read of the conv output in each
+direction for its activation and its statistics together.
 """
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ from ._launch import check_float, pow2_at_most
 @triton.jit
 def _moments_partial_kernel(
     x_ptr, shift_ptr, psum_ptr, psq_ptr,
+    y_ptr, scale_ptr, bias_ptr, slope,
     N, C, S, n_per_prog,
-    stride_n, stride_c, stride_s,
-    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+    stride_n, stride_c, stride_s, sy_n, sy_c, sy_s,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, WRITE_Y: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -29,6 +35,10 @@ def _moments_partial_kernel(
     mask = (s < S)[:, None] & (c < C)[None, :]
     shift = tl.load(shift_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     offs = s[:, None].to(tl.int64) * stride_s + c[None, :].to(tl.int64) * stride_c
+    if WRITE_Y:
+        scale = tl.load(scale_ptr + c, mask=c < C, other=0.0)
+        bias = tl.load(bias_ptr + c, mask=c < C, other=0.0)
+        y_offs = s[:, None].to(tl.int64) * sy_s + c[None, :].to(tl.int64) * sy_c
     acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
     acc_sq = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
     n_start = (pid_n * n_per_prog).to(tl.int64)
@@ -36,6 +46,10 @@ def _moments_partial_kernel(
     for i in range(0, n_count):
         v = tl.load(x_ptr + (n_start + i) * stride_n + offs, mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, v - shift[None, :], 0.0)
+        if WRITE_Y:
+            z = v * scale[None, :] + bias[None, :]
+            z = tl.where(z > 0, z, z * slope)
+            tl.store(y_ptr + (n_start + i) * sy_n + y_offs, z.to(y_ptr.dtype.element_ty), mask=mask)
         acc += d
         acc_sq += d * d
     row = pid_n * tl.num_programs(0) + pid_s
@@ -46,9 +60,10 @@ def _moments_partial_kernel(
 @triton.jit
 def _affine_grad_kernel(
     x_ptr, dx_ptr, gm_ptr, beta_ptr, mu_ptr,
+    gy_ptr, scale_ptr, bias_ptr, slope,
     C, S,
-    sx_n, sx_c, sx_s, sd_n, sd_c, sd_s,
-    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+    sx_n, sx_c, sx_s, sd_n, sd_c, sd_s, sg_n, sg_c, sg_s,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, HAS_GY: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -62,7 +77,14 @@ def _affine_grad_kernel(
     mu = tl.load(mu_ptr + c, mask=cmask, other=0.0)
     c64 = c.to(tl.int64)
     x = tl.load(x_ptr + n * sx_n + s[:, None] * sx_s + c64[None, :] * sx_c, mask=mask, other=0.0)
-    dx = gm[None, :] + beta[None, :] * (x.to(tl.float32) - mu[None, :])
+    x = x.to(tl.float32)
+    dx = gm[None, :] + beta[None, :] * (x - mu[None, :])
+    if HAS_GY:
+        scale = tl.load(scale_ptr + c, mask=cmask, other=0.0)
+        bias = tl.load(bias_ptr + c, mask=cmask, other=0.0)
+        gy = tl.load(gy_ptr + n * sg_n + s[:, None] * sg_s + c64[None, :] * sg_c, mask=mask, other=0.0)
+        z = x * scale[None, :] + bias[None, :]
+        dx += gy.to(tl.float32) * scale[None, :] * tl.where(z > 0, 1.0, slope)
     tl.store(dx_ptr + n * sd_n + s[:, None] * sd_s + c64[None, :] * sd_c,
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -76,11 +98,14 @@ def _tiles(C: int, S: int, stride_c: int) -> tuple[int, int]:
     return block_s, pow2_at_most(C, max(2048 // block_s, 1))
 
 
-def moments(x: torch.Tensor, shift: torch.Tensor, target_programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean(x) - shift, biased var(x)) in fp32 for x of shape (N, C, S)."""
+def moments(x: torch.Tensor, shift: torch.Tensor, act: tuple | None = None,
+            target_programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean(x) - shift, biased var(x)) in fp32 for x of shape (N, C, S). With ``act`` =
+    (y, scale, bias, slope), y (x's shape) is also written with leaky(scale * x + bias) in the same pass."""
     check_float(x, "x")
     N, C, S = x.shape
     shift = shift.to(device=x.device, dtype=torch.float32).contiguous()
+    y, scale, bias, slope = act if act is not None else (x, shift, shift, 0.0)
     block_s, block_c = _tiles(C, S, x.stride(1))
     grid_s, grid_c = triton.cdiv(S, block_s), triton.cdiv(C, block_c)
     n_chunks = max(1, min(N, target_programs // max(grid_s * grid_c, 1)))
@@ -89,8 +114,9 @@ def moments(x: torch.Tensor, shift: torch.Tensor, target_programs: int = 1024) -
     psum = torch.empty((n_chunks * grid_s, C), device=x.device, dtype=torch.float32)
     psq = torch.empty_like(psum)
     _moments_partial_kernel[(grid_s, grid_c, n_chunks)](
-        x, shift, psum, psq, N, C, S, n_per_prog, x.stride(0), x.stride(1), x.stride(2),
-        BLOCK_S=block_s, BLOCK_C=block_c,
+        x, shift, psum, psq, y, scale.float().contiguous(), bias.float().contiguous(), float(slope),
+        N, C, S, n_per_prog, x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2),
+        BLOCK_S=block_s, BLOCK_C=block_c, WRITE_Y=act is not None,
     )
     count = N * S
     dmean = psum.sum(0) / count
@@ -99,17 +125,20 @@ def moments(x: torch.Tensor, shift: torch.Tensor, target_programs: int = 1024) -
 
 
 def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); dx has x's dtype and strides
-    (or is written into ``out``)."""
+                act: tuple | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); with ``act`` = (gy, scale, bias, slope)
+    also + gy * scale * leaky'(scale * x + bias). dx has x's dtype and strides (or is written into ``out``)."""
     check_float(x, "x")
     N, C, S = x.shape
     dx = torch.empty_like(x) if out is None else out
+    gy, scale, bias, slope = act if act is not None else (x, gm, gm, 0.0)
     block_s, block_c = _tiles(C, S, x.stride(1))
     grid = (triton.cdiv(S, block_s), triton.cdiv(C, block_c), N)
     _affine_grad_kernel[grid](
-        x, dx, gm.float().contiguous(), beta.float().contiguous(), mu.float().contiguous(), C, S,
+        x, dx, gm.float().contiguous(), beta.float().contiguous(), mu.float().contiguous(),
+        gy, scale.float().contiguous(), bias.float().contiguous(), float(slope), C, S,
         x.stride(0), x.stride(1), x.stride(2), dx.stride(0), dx.stride(1), dx.stride(2),
-        BLOCK_S=block_s, BLOCK_C=block_c,
+        gy.stride(0), gy.stride(1), gy.stride(2),
+        BLOCK_S=block_s, BLOCK_C=block_c, HAS_GY=act is not None,
     )
     return dx

@@ -4,6 +4,10 @@
 layer's loss r_l right away (a 0-dim device tensor), so after a forward pass the loss is
 L_BN = sum_l w_l * r_l with the per-layer weights in a device buffer: changing them (cosine layer decay)
 is an in-place copy, never a Python slice, so a compiled step does not recompile.
+
+On blocks that offer a ``stat_tap`` (Darknet's Conv-BN-activation blocks) the hook is a tap instead: while the
+model is in eval mode with frozen BN parameters, BN, activation and statistics run as one fused op
+(:func:`fastdiode.ops.bn_act_stats.bn_act_stat_loss`).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from fastdiode.ops.bn_act_stats import bn_act_stat_loss
 from fastdiode.ops.bn_stats import bn_stat_loss
 
 __all__ = ["BNStatLoss", "bn_stat_loss", "cosine_layer_weights"]
@@ -52,6 +57,14 @@ def _select_layers(model: nn.Module, layers: LayerSelection) -> list[tuple[str, 
     return chosen
 
 
+def _tap_blocks(model: nn.Module) -> dict[int, nn.Module]:
+    """id(bn) -> the block that owns ``bn`` and can fuse it: it has ``stat_tap``, ``bn``, ``act`` and an
+    ``act_slope`` that is not None (a leaky ReLU, ReLU or linear activation)."""
+    return {id(m.bn): m for m in model.modules()
+            if hasattr(m, "stat_tap") and getattr(m, "bn", None) is not None and getattr(m, "act_slope", None)
+            is not None}
+
+
 def cosine_layer_weights(step: int | torch.Tensor, total_steps: int, num_layers: int,
                          device: torch.device | str | None = None) -> torch.Tensor:
     """Cosine layer decay: 1 for the first ceil(cos(step / total * pi / 2) * L) layers, 0 for the rest.
@@ -74,7 +87,8 @@ class BNStatLoss(nn.Module):
         first_bn_coef: the first selected layer's weight is ``1 + first_bn_coef``.
         layer_weights: initial per-layer weights (default ones); change later with :meth:`set_layer_weights`.
         alpha_mean, alpha_var: weights of the mean and variance terms.
-        backend: ``auto`` / ``triton`` / ``compiled`` / ``torch`` (see :mod:`fastdiode.runtime.backend`).
+        backend: ``auto`` / ``triton`` / ``torch`` / ``reference`` (see :mod:`fastdiode.runtime.backend`).
+        fuse: fuse BN + activation + statistics on blocks that offer a ``stat_tap`` (same values, one pass).
 
     Use as a context manager, or call :meth:`remove`, to take the hooks off the model.
     """
@@ -89,6 +103,7 @@ class BNStatLoss(nn.Module):
         alpha_mean: float = 1.0,
         alpha_var: float = 1.0,
         backend: str | None = None,
+        fuse: bool = True,
     ):
         super().__init__()
         chosen = _select_layers(model, layers)
@@ -104,7 +119,16 @@ class BNStatLoss(nn.Module):
             self.set_layer_weights(layer_weights)
         self._values: list[torch.Tensor | None] = [None] * n
         self.layer_values: torch.Tensor | None = None
-        self._handles = [bn.register_forward_pre_hook(self._make_hook(i, bn)) for i, (_, bn) in enumerate(chosen)]
+        self._handles = []
+        self._tapped: list[nn.Module] = []
+        blocks = _tap_blocks(model) if fuse else {}
+        for i, (_, bn) in enumerate(chosen):
+            block = blocks.get(id(bn))
+            if block is not None and block.stat_tap is None:  # a block tapped by another loss gets a hook
+                block.stat_tap = self._make_tap(i, bn)
+                self._tapped.append(block)
+            else:
+                self._handles.append(bn.register_forward_pre_hook(self._make_hook(i, bn)))
 
     def _make_hook(self, index: int, bn: _BatchNorm):
         def hook(module: nn.Module, args: tuple) -> None:
@@ -113,6 +137,23 @@ class BNStatLoss(nn.Module):
             )
 
         return hook
+
+    def _make_tap(self, index: int, bn: _BatchNorm):
+        hook = self._make_hook(index, bn)
+
+        def tap(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            frozen = not any(t is not None and t.requires_grad for t in (bn.weight, bn.bias))
+            watched = bn._forward_pre_hooks or bn._forward_hooks  # other hooks (another loss) must see bn run
+            if bn.training or not frozen or watched:
+                hook(bn, (x,))
+                return block.act(bn(x))
+            y, self._values[index] = bn_act_stat_loss(
+                x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, block.act_slope, self.p,
+                self.alpha_mean, self.alpha_var, self.backend
+            )
+            return y
+
+        return tap
 
     def set_layer_weights(self, weights: torch.Tensor | Iterable[float]) -> None:
         """Copy new per-layer weights into the device buffer (no reallocation, no recompile)."""
@@ -142,7 +183,9 @@ class BNStatLoss(nn.Module):
         """Take the hooks off the model."""
         for h in self._handles:
             h.remove()
-        self._handles = []
+        for block in self._tapped:
+            block.stat_tap = None
+        self._handles, self._tapped = [], []
         self._values = [None] * len(self._values)
 
     def __enter__(self) -> "BNStatLoss":

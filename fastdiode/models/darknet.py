@@ -6,6 +6,8 @@ one (B, A, H, W, 5 + C) tensor per YOLO layer, in train and eval mode alike; :mo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -16,7 +18,12 @@ ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "relu"
 
 
 class ConvBlock(nn.Module):
-    """Conv2d (+ BatchNorm2d) + activation; the conv has a bias only without BN, as in darknet."""
+    """Conv2d (+ BatchNorm2d) + activation; the conv has a bias only without BN, as in darknet.
+
+    ``stat_tap``, when set (by :class:`fastdiode.losses.BNStatLoss`), replaces BN + activation: it is called as
+    ``stat_tap(block, conv_output)`` and returns the block's output, so BN, activation and the BN-input
+    statistics can run as one fused op.
+    """
 
     def __init__(self, c_in: int, c_out: int, size: int, stride: int, batch_norm: bool, activation: str,
                  pad: bool = True):
@@ -24,25 +31,46 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, size, stride, padding=size // 2 if pad else 0, bias=not batch_norm)
         self.bn = nn.BatchNorm2d(c_out, momentum=0.03, eps=1e-4) if batch_norm else None
         self.act = ACTIVATIONS[activation]()
+        self.stat_tap: Callable[[ConvBlock, torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def act_slope(self) -> float | None:
+        """The activation as a leaky ReLU's negative slope (1: linear, 0: ReLU), or None for other kinds."""
+        if isinstance(self.act, nn.LeakyReLU):
+            return float(self.act.negative_slope)
+        return {nn.Identity: 1.0, nn.ReLU: 0.0}.get(type(self.act))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x)
-        return self.act(x)
+        if self.bn is None:
+            return self.act(x)
+        if self.stat_tap is not None:
+            return self.stat_tap(self, x)
+        return self.act(self.bn(x))
 
 
 class MaxPool(nn.Module):
-    """Darknet max-pooling: total padding size - 1 (asymmetric, right/bottom, when size is even)."""
+    """Darknet max-pooling: total padding size - 1 (asymmetric, right/bottom, when size is even). The
+    asymmetric padding is applied only when a window reaches it (not for size 2, stride 2 on an even input):
+    the output is the same, without an input-sized copy in each direction."""
 
     def __init__(self, size: int, stride: int):
         super().__init__()
         pad = size - 1
+        self.size, self.stride = size, stride
         self.pad = (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2) if pad % 2 else None
         self.pool = nn.MaxPool2d(size, stride, padding=0 if pad % 2 else pad // 2)
 
+    def _needs_pad(self, x: torch.Tensor) -> bool:
+        if self.pad is None:
+            return False
+        if self.pad[0]:
+            return True
+        return any((n + self.pad[1] - self.size) // self.stride != (n - self.size) // self.stride
+                   for n in x.shape[-2:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad is not None:
+        if self._needs_pad(x):
             x = nn.functional.pad(x, self.pad, value=float("-inf"))
         return self.pool(x)
 

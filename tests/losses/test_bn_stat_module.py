@@ -127,3 +127,76 @@ def test_cosine_layer_weights():
     w = cosine_layer_weights(torch.tensor(50), 100, 10)  # cos(pi/4) * 10 = 7.07 -> first 8 layers
     assert w.tolist() == [1.0] * 8 + [0.0] * 2
     assert cosine_layer_weights(99, 100, 10).tolist() == [1.0] + [0.0] * 9
+
+
+def darknet_teacher():
+    from fastdiode.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("yolo-micro", num_classes=3, width=0.25).to(DEVICE)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fused_blocks_match_hooks(backend):
+    """On Darknet blocks the tap (BN + activation + statistics in one op) gives the hooks' outputs, loss and
+    image gradient, and leaves no tap behind."""
+    model = darknet_teacher()
+    x = torch.rand(2, 3, 64, 64, device=DEVICE).to(memory_format=torch.channels_last).requires_grad_(True)
+    results = []
+    for fuse in (False, True):
+        with BNStatLoss(model, first_bn_coef=2.0, backend=backend, fuse=fuse) as loss_fn:
+            assert bool(loss_fn._tapped) == fuse and bool(loss_fn._handles) != fuse
+            outs = model(x)
+            loss = loss_fn() + sum(o.square().mean() for o in outs)
+            (g,) = torch.autograd.grad(loss, x)
+            results.append((outs, loss.detach(), g, loss_fn.layer_values))
+    (outs0, loss0, g0, v0), (outs1, loss1, g1, v1) = results
+    for a, b in zip(outs0, outs1):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(loss1, loss0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v1, v0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g1, g0, atol=1e-7, rtol=1e-4)
+    assert all(b.stat_tap is None for b in model.conv_blocks())
+
+
+def test_tap_falls_back_in_train_mode_or_with_trainable_bn():
+    """BN in train mode normalises with batch statistics and trainable BN parameters need gradients: the tap
+    then runs the unfused BN, so outputs and parameter gradients are the plain model's."""
+    model = darknet_teacher()
+    x = torch.rand(2, 3, 64, 64, device=DEVICE)
+    with BNStatLoss(model):
+        model.requires_grad_(True)
+        tapped = sum(o.sum() for o in model(x))
+        tapped.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    plain = sum(o.sum() for o in model(x))
+    plain.backward()
+    torch.testing.assert_close(tapped, plain)
+    for a, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(a, p.grad)
+    model.train()
+    with BNStatLoss(model) as loss_fn:
+        outs = model(x)
+        assert torch.isfinite(loss_fn())
+    assert torch.allclose(outs[0], model(x)[0], atol=1e-5)
+
+
+def test_two_losses_on_one_model_both_see_every_layer():
+    """A second loss on tapped blocks hooks the BN layers; the taps then run BN unfused so that both fire."""
+    model = darknet_teacher()
+    x = torch.rand(1, 3, 32, 32, device=DEVICE)
+    with BNStatLoss(model) as alone:
+        model(x)
+        expected = alone()
+    with BNStatLoss(model) as first, BNStatLoss(model, p=1) as second:
+        assert not second._tapped
+        model(x)
+        torch.testing.assert_close(first(), expected)
+        assert torch.isfinite(second())

@@ -116,3 +116,15 @@ def test_cfg_errors_name_the_line(tmp_path):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="yolov5.*not built in"):
         build_model("yolov5")
+
+
+@pytest.mark.parametrize("size,stride", [(2, 2), (2, 1), (3, 2), (4, 2), (3, 1), (2, 3)])
+def test_maxpool_skips_only_padding_no_window_reaches(size, stride):
+    """The darknet padding is applied only when a window reaches it; the output is the padded pooling's."""
+    from fastdiode.models.darknet import MaxPool
+
+    pool = MaxPool(size, stride)
+    for n in range(3, 10):
+        x = torch.randn(1, 2, n, n + 1)
+        padded = nn.functional.pad(x, pool.pad, value=float("-inf")) if pool.pad else x
+        assert torch.equal(pool(x), pool.pool(padded)), (size, stride, n)
