@@ -6,8 +6,8 @@ Writes ops_gpu.json and ops_gpu.md (device, torch/triton versions, git commit). 
 triton.testing.do_bench), achieved GB/s and % of the device's measured copy bandwidth, and the issue's
 targets; then YOLOv3-SPP fwd + input gradient at 160^2 x 256, 320^2 x 96 and 416^2 x 48 against the conv
 floor of method.md §10; then the inversion step against the reference DIODE loop at the paper's stage shapes
-(speed-up, peak memory, images per GPU-hour over the paper's schedule). ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check
-the script.
+(speed-up, peak memory, images per GPU-hour over the paper's schedule; the step with and without its CUDA
+graph). ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check the script.
 """
 from __future__ import annotations
 
@@ -97,7 +97,56 @@ def correctness(device, smoke: bool) -> list[str]:
             check(f"augment {tag}", out, exp, *tol[dtype], failures)
             check(f"augment grad {tag}", torch.autograd.grad(out, img, gy)[0], torch.autograd.grad(exp, img, gy)[0],
                   *tol[dtype], failures)
+            bn_act_check(device, dtype, cl, big, tol[dtype], failures)
+    if device.type == "cuda":
+        graph_check(device, failures)
     return failures
+
+
+def bn_act_check(device, dtype, channels_last: bool, shape, tol, failures) -> None:
+    """The fused Conv-block BN + leaky ReLU + statistics op (Triton) against BatchNorm -> LeakyReLU -> loss."""
+    from fastdiode.ops.bn_act_stats import bn_act_stat_loss, bn_act_stat_loss_reference
+
+    x = torch.randn(shape, device=device).mul(1.3).add(0.4).to(dtype)
+    x = (x.to(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+    c = shape[1]
+    rm, rv = torch.randn(c, device=device), torch.rand(c, device=device) + 0.5
+    weight, bias = torch.randn(c, device=device), torch.randn(c, device=device)
+    gy = torch.randn(shape, device=device)
+    outs = []
+    for fn, kw in ((bn_act_stat_loss, {"backend": "triton"}), (bn_act_stat_loss_reference, {})):
+        y, loss = fn(x, rm, rv, weight, bias, 1e-4, 0.1, **kw)
+        outs.append((y, loss, torch.autograd.grad((y.float() * gy).sum() + loss, x)[0]))
+    tag = f"{dtype} cl={channels_last} {shape}"
+    for what, a, b in zip(("output", "loss", "grad"), outs[0], outs[1]):
+        check(f"bn+act {what} {tag}", a, b, *((1e-4, 1e-4) if what == "loss" else tol), failures)
+
+
+def graph_check(device, failures) -> None:
+    """A 2-stage inversion with each stage's step captured in a CUDA graph gives the eager step's losses and
+    images (fp32; reused for a second batch, which replays the captured graphs)."""
+    from fastdiode.cli import randomized_teacher
+    from fastdiode.config import load_config
+    from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets
+
+    targets = one_box_targets(6, 80, 8, torch.Generator().manual_seed(0))
+    results = []
+    for graph in ("false", "true"):
+        cfg = load_config(InversionConfig, None, [
+            "stages.resolution=[64,96]", "stages.batch_size=[6,4]", "stages.lr=[0.1,0.01]", "stages.lr_min=[0,0]",
+            "stages.iterations=[12,8]", "stages.warmup=[0.2,0.2]", "stages.betas=[[0,0],[0,0]]",
+            "loss.first_bn_coef=[2,0]", "augment.jitter=[8,12]", "fp.enabled=false", "job.log_every=4",
+            "job.precision=fp32", "job.compile=false", f"job.cuda_graph={graph}", "loss.cosine_layer_decay=true"])
+        torch.manual_seed(0)
+        inverter = DiodeInverter(randomized_teacher("yolov3-tiny", None, 80).to(device), cfg, device)
+        runs = [inverter.invert(targets, seed=s) for s in (0, 1)]
+        results.append(runs)
+        inverter.close()
+    for seed, (eager, graphed) in enumerate(zip(*results)):
+        a = torch.tensor([[h[k] for k in ("total", "det", "bn")] for h in eager.history])
+        b = torch.tensor([[h[k] for k in ("total", "det", "bn")] for h in graphed.history])
+        check(f"cuda graph losses (seed {seed})", b, a, 1e-3, 1e-3, failures)
+        check(f"cuda graph images (seed {seed})", graphed.images, eager.images, 2e-2, 0.0, failures)
 
 
 def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
@@ -214,9 +263,30 @@ def model_timings(device, smoke: bool) -> list[dict]:
     return rows
 
 
+def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int]:
+    """(seconds per iteration, peak bytes) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
+    and, with CUDA graphs, captures)."""
+    from fastdiode.cli import randomized_teacher
+    from fastdiode.inversion import DiodeInverter
+
+    inverter = DiodeInverter(randomized_teacher(name, None, 80).to(device), cfg, device)
+    inverter.invert(targets, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    inverter.invert(targets, seed=1)
+    sync()
+    seconds = (time.perf_counter() - start) / cfg.stages.iterations[0]
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    inverter.close()
+    return seconds, peak
+
+
 def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
-    """Seconds per iteration of fastdiode's step and of the reference DIODE loop (same random YOLOv3-SPP, same
-    shapes), peak memory, and images per GPU-hour over the paper's full schedule."""
+    """Seconds per iteration of fastdiode's step (with its CUDA graph, and without) and of the reference DIODE
+    loop (same random YOLOv3-SPP, same shapes), peak memory, and images per GPU-hour over the paper's full
+    schedule."""
     from benchmarks.reference_loop import reference_inversion
     from fastdiode.cli import randomized_teacher
     from fastdiode.config import load_config
@@ -228,25 +298,16 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     rows = []
     for size, batch in shapes:
         targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
-        cfg = load_config(InversionConfig, None, [
+        overrides = [
             f"stages.resolution=[{size}]", f"stages.batch_size=[{batch}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
             f"stages.iterations=[{iterations if smoke else 20}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
             "loss.first_bn_coef=[2]", f"augment.jitter=[{size // 8}]", "fp.enabled=false", "job.log_every=50",
-            f"job.compile={str(compile_teacher).lower()}"])
-        teacher = randomized_teacher(name, None, 80).to(device)
-        inverter = DiodeInverter(teacher, cfg, device)
-        inverter.invert(targets, seed=0)  # warm-up / compile
+            f"job.compile={str(compile_teacher).lower()}"]
+        cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        inverter.invert(targets, seed=1)
-        sync()
-        fast = (time.perf_counter() - start) / cfg.stages.iterations[0]
-        fast_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-        inverter.close()
-        del inverter
+        fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)
+        eager = fastdiode_seconds(load_config(InversionConfig, None, [*overrides, "job.cuda_graph=false"]), name,
+                                  targets, device, sync)[0] if device.type == "cuda" else fast
         ref_teacher = randomized_teacher(name, None, 80).to(device)
         steps = iterations if smoke else 5
         reference_inversion(ref_teacher, targets, size, 1, jitter=size // 8, fp16=device.type == "cuda")
@@ -258,7 +319,8 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         sync()
         slow = (time.perf_counter() - start) / steps
         ref_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-        rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "reference s/it": slow,
+        rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "fastdiode eager s/it": eager,
+                     "reference s/it": slow,
                      "speed-up": slow / fast, "fastdiode peak GiB": fast_peak / 2**30,
                      "reference peak GiB": ref_peak / 2**30,
                      "peak ratio": fast_peak / ref_peak if ref_peak else 0.0})
@@ -359,9 +421,10 @@ def to_markdown(result: dict) -> str:
     if inv:
         lines += ["", f"## Inversion step: fastdiode vs the reference DIODE loop (teacher compiled: "
                   f"{inv['teacher compiled']})", "",
-                  "| shape | fastdiode s/it | reference s/it | speed-up (target 8x) | peak GiB fastdiode / "
-                  "reference (target <= 60%) |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['reference s/it']:.4f} | {r['speed-up']:.1f}x | "
+                  "| shape | fastdiode s/it (CUDA graph) | without graph | reference s/it | speed-up (target 8x) | "
+                  "peak GiB fastdiode / reference (target <= 60%) |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['fastdiode eager s/it']:.4f} | "
+                  f"{r['reference s/it']:.4f} | {r['speed-up']:.1f}x | "
                   f"{r['fastdiode peak GiB']:.1f} / {r['reference peak GiB']:.1f} ({100 * r['peak ratio']:.0f}%) |"
                   for r in inv["rows"]]
         lines += ["", f"Images per GPU-hour over the paper's schedule (2500/1500/1000 iterations at 160/320/416): "
@@ -381,7 +444,8 @@ def to_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results", help="folder for ops_gpu.json and ops_gpu.md")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (Triton interpreter): checks the script")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes on CPU (Triton interpreter): checks the script")
     parser.add_argument("--compile", action="store_true", help="compile the teacher in the inversion timings")
     args = parser.parse_args()
     if args.smoke:

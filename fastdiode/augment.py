@@ -38,11 +38,29 @@ class AugmentParams:
     height: int
     width: int
 
+    def _map(self, fn) -> "AugmentParams":
+        return AugmentParams(**{f.name: fn(v) if isinstance(v := getattr(self, f.name), torch.Tensor) else v
+                                for f in fields(self)})
+
     def to(self, device: torch.device | str) -> "AugmentParams":
-        return AugmentParams(**{
-            f.name: getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor)
-            else getattr(self, f.name) for f in fields(self)
-        })
+        return self._map(lambda t: t.to(device))
+
+    def at(self, step: int | torch.Tensor) -> "AugmentParams":
+        """The draw of one step from a table drawn with ``steps`` (every field has a leading step dimension).
+        ``step`` may be a one-element device tensor: then the row is selected on the device (no host sync),
+        which is how a captured CUDA graph reads the current step's draw."""
+        if isinstance(step, torch.Tensor):
+            return self._map(lambda t: t.index_select(0, step.view(1)).squeeze(0))
+        return self._map(lambda t: t[step])
+
+    def copy_(self, other: "AugmentParams") -> None:
+        """Overwrite this table in place (its tensors keep their addresses) with a draw of the same shape."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if isinstance(mine, torch.Tensor):
+                mine.copy_(getattr(other, f.name))
+            elif mine != getattr(other, f.name):
+                raise ValueError(f"params.{f.name}: {getattr(other, f.name)} differs from this table's {mine}")
 
 
 def sample_augment_params(
@@ -59,8 +77,11 @@ def sample_augment_params(
     same_on_batch: bool = True,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    steps: int | None = None,
 ) -> AugmentParams:
-    """Draw one augmentation for a batch, entirely on ``device`` (the generator's device by default).
+    """Draw one augmentation for a batch, entirely on ``device`` (the generator's device by default); with
+    ``steps``, a table of that many draws in one go (every field gets a leading step dimension; select a step
+    with :meth:`AugmentParams.at`).
 
     ``jitter`` is J in pixels (None: round(H / 8), DIODE's 20 at 160 px and 40 at 320 px); ``same_on_batch``
     draws one jitter and one flip for the whole batch (DIODE); brightness, contrast and erasing are per image.
@@ -68,6 +89,8 @@ def sample_augment_params(
     """
     if batch <= 0 or height <= 0 or width <= 0:
         raise ValueError(f"batch, height, width: expected positive sizes, got {batch}, {height}, {width}")
+    if steps is not None and steps <= 0:
+        raise ValueError(f"steps: expected a positive number of draws, got {steps}")
     if jitter is not None and jitter < 0:
         raise ValueError(f"jitter: expected a non-negative number of pixels, got {jitter}")
     for name, v in (("flip_p", flip_p), ("erase_p", erase_p)):
@@ -77,10 +100,11 @@ def sample_augment_params(
     g = generator
     j = round(height / 8) if jitter is None else int(jitter)
     shared = 1 if same_on_batch else batch
-    shifts = torch.randint(-j, j + 1, (2, shared), generator=g, device=device).expand(2, batch)
-    u = torch.rand(6, batch, generator=g, device=device)  # flip, erase: apply, area, ratio, top, left
-    normal = torch.randn(2, batch, generator=g, device=device)
-    flip = (u[0, :shared] < flip_p).expand(batch)
+    n = 1 if steps is None else steps
+    shifts = torch.randint(-j, j + 1, (2, n, shared), generator=g, device=device).expand(2, n, batch)
+    u = torch.rand(6, n, batch, generator=g, device=device)  # flip, erase: apply, area, ratio, top, left
+    normal = torch.randn(2, n, batch, generator=g, device=device)
+    flip = (u[0, :, :shared] < flip_p).expand(n, batch)
     area = (erase_area[0] + (erase_area[1] - erase_area[0]) * u[2]) * (height * width)
     log_r = (math.log(erase_ratio[0]), math.log(erase_ratio[1]))
     ratio = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * u[3])
@@ -88,9 +112,10 @@ def sample_augment_params(
     ew = torch.sqrt(area / ratio).round().clamp(1, width)
     y0 = (u[4] * (height - eh + 1)).floor()
     x0 = (u[5] * (width - ew + 1)).floor()
-    erase = torch.stack([y0, x0, torch.where(u[1] < erase_p, y0 + eh, y0), x0 + ew], dim=1).long()
-    return AugmentParams(shifts[0].contiguous(), shifts[1].contiguous(), flip.contiguous(),
-                         brightness * normal[0], 1.0 + contrast * normal[1], erase, height, width)
+    erase = torch.stack([y0, x0, torch.where(u[1] < erase_p, y0 + eh, y0), x0 + ew], dim=-1).long()
+    table = AugmentParams(shifts[0].contiguous(), shifts[1].contiguous(), flip.contiguous(),
+                          brightness * normal[0], 1.0 + contrast * normal[1], erase, height, width)
+    return table if steps is not None else table.at(0)
 
 
 def _check_params(params: AugmentParams, batch: int, height: int, width: int, what: str) -> None:
@@ -174,8 +199,9 @@ class DiodeAugment(nn.Module):
         self.last_params: AugmentParams | None = None
 
     def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> AugmentParams:
-        return sample_augment_params(batch, height, width, generator=generator, device=device, **self.draw)
+                      device: torch.device | str | None = None, steps: int | None = None) -> AugmentParams:
+        return sample_augment_params(batch, height, width, generator=generator, device=device, steps=steps,
+                                     **self.draw)
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 params: AugmentParams | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

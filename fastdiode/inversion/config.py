@@ -84,6 +84,7 @@ class JobConfig:
     device: str = "auto"
     backend: str = "auto"  # fused ops: auto, triton, torch, reference
     compile: bool | None = None  # torch.compile the teacher: None = with CUDA only (slower on CPU), true, false
+    cuda_graph: bool | None = None  # capture each stage's step in a CUDA graph: None = on CUDA, true, false
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
     progress: bool = True
 

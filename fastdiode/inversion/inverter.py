@@ -3,12 +3,14 @@ its BatchNorm statistics match (method.md §2, §5).
 
 Per step: augmentation (boxes move with the image) -> teacher forward -> m * yolo_loss + a_bn * L_BN +
 TV + a_l2 * ||x|| -> Adam -> clamp to [0, 1]. Per stage: the images are resized in memory, re-batched into
-the stage's batch size (each chunk with its own optimiser and generator) and the targets are carried.
-Nothing in a step reads the device from the host; losses are read, and checked for NaN/Inf, every
-``job.log_every`` steps.
+the stage's batch size (each chunk with a fresh optimiser state and its own generator) and the targets are
+carried. The step itself lives in :mod:`.step`: static buffers, every step's augmentation drawn up front,
+and on CUDA one captured graph per stage. Nothing in a step reads the device from the host; losses are
+read, and checked for NaN/Inf, every ``job.log_every`` steps.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -19,10 +21,11 @@ import torch.nn.functional as F
 
 from fastdiode.augment import DiodeAugment
 from fastdiode.inversion.config import InversionConfig
+from fastdiode.inversion.step import StageStep
 from fastdiode.inversion.targets import sample_false_positives
 from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior, yolo_loss
 from fastdiode.models.darknet import Darknet
-from fastdiode.runtime.schedule import derive_seed, lr_at
+from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
 LOSS_NAMES = ("total", "det", "bn", "tv_l1", "tv_l2", "l2")
@@ -56,18 +59,34 @@ class DiodeInverter:
         # On CPU the compiled detector is slower than eager (benchmarks/results/models_cpu.md): auto = CUDA only.
         use_compile = cuda if config.job.compile is None else config.job.compile
         self.forward = torch.compile(self.teacher) if use_compile else self.teacher
-        log.info("fastdiode: inversion on %s, %s, teacher %s", self.device,
-                 "bf16 autocast" if self.autocast_dtype else "fp32", "compiled" if use_compile else "eager")
+        aug = config.augment
+        self.augment = [DiodeAugment(jitter=j, flip_p=aug.flip_p, brightness=aug.brightness, contrast=aug.contrast,
+                                     erase_p=aug.erase_p, same_on_batch=aug.same_on_batch, backend=config.job.backend)
+                        for j in aug.jitter]
+        self.use_graph = cuda if config.job.cuda_graph is None else config.job.cuda_graph
+        if self.use_graph and not cuda:
+            raise ValueError(f"job.cuda_graph=true needs a CUDA device, but the inversion runs on {self.device}")
+        self._pool = torch.cuda.graph_pool_handle() if self.use_graph else None
+        self._steps: dict[tuple[int, int, int], StageStep] = {}
+        self.execution = {"precision": "bf16 autocast" if self.autocast_dtype else "fp32",
+                          "teacher_forward": "compiled" if use_compile else "eager",
+                          "step": "one CUDA graph per stage" if self.use_graph else "eager"}
+        log.info("fastdiode: inversion on %s: %s", self.device,
+                 ", ".join(f"{k} {v}" for k, v in self.execution.items()))
 
     def close(self) -> None:
         """Take the BN hooks off the teacher."""
         self.bn_loss.remove()
 
-    def _losses(self, x: torch.Tensor, targets: torch.Tensor, aug: DiodeAugment, gen: torch.Generator):
+    def _losses(self, x: torch.Tensor, targets: torch.Tensor, params, step: torch.Tensor, stage: int):
         cfg = self.cfg.loss
-        x_aug, t_aug = aug(x, targets, generator=gen)
+        if cfg.cosine_layer_decay:
+            self.bn_loss.layer_weights.copy_(
+                cosine_layer_weights(step, self.cfg.stages.iterations[stage], self.num_bn))
+        x_aug, t_aug = self.augment[stage](x, targets, params=params)
+        # cache_enabled=False: autocast's weight-cast cache must not outlive a CUDA graph capture
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+                            enabled=self.autocast_dtype is not None, cache_enabled=False):
             preds = self.forward(x_aug)
         det, _ = yolo_loss(preds, t_aug, self.teacher)
         bn = self.bn_loss()
@@ -76,45 +95,43 @@ class DiodeInverter:
         total = cfg.det * det + cfg.bn * bn + cfg.tv_l1 * tv_l1 + cfg.tv_l2 * tv_l2 + cfg.l2 * l2
         return total, torch.stack([total, det, bn, tv_l1, tv_l2, l2]).detach()
 
+    def _stage_step(self, stage: int, batch: int, capacity: int) -> StageStep:
+        """The step buffers (and, on CUDA, the captured graph) for this stage and chunk shape, made once."""
+        key = (stage, batch, capacity)
+        if key not in self._steps:
+            st = self.cfg.stages
+            self._steps[key] = StageStep(
+                functools.partial(self._losses, stage=stage), self.augment[stage], batch, st.resolution[stage],
+                capacity, st.iterations[stage], (st.lr[stage], st.lr_min[stage], st.warmup[stage]),
+                tuple(st.betas[stage]), len(LOSS_NAMES), self.device, self.use_graph, self._pool)
+        return self._steps[key]
+
     def _optimize(self, x: torch.Tensor, targets: torch.Tensor, stage: int, seed: int, step0: int,
                   result: InversionResult, chunk: int, progress) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one stage on one chunk; returns the optimised images and the (possibly grown) targets."""
-        cfg, st = self.cfg, self.cfg.stages
-        iters = st.iterations[stage]
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        aug = DiodeAugment(jitter=cfg.augment.jitter[stage], flip_p=cfg.augment.flip_p,
-                           brightness=cfg.augment.brightness, contrast=cfg.augment.contrast,
-                           erase_p=cfg.augment.erase_p, same_on_batch=cfg.augment.same_on_batch,
-                           backend=cfg.job.backend)
-        x = x.detach().clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=st.lr[stage], betas=tuple(st.betas[stage]), eps=1e-8)
+        cfg = self.cfg
+        iters = cfg.stages.iterations[stage]
+        step = self._stage_step(stage, x.shape[0], targets.shape[1])
+        step.load(x, targets, torch.Generator(device=self.device).manual_seed(seed))
         self.bn_loss.first_layer_scale[0] = 1.0 + cfg.loss.first_bn_coef[stage]
         self.bn_loss.set_layer_weights(torch.ones(self.num_bn))
+        fp = cfg.fp
         for t in range(iters):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(t, iters, st.lr[stage], st.lr_min[stage], st.warmup[stage])
-            if cfg.loss.cosine_layer_decay:
-                self.bn_loss.set_layer_weights(cosine_layer_weights(t, iters, self.num_bn, self.device))
-            total, parts = self._losses(x, targets, aug, gen)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
+            step.run()
             if progress is not None:
                 progress(stage)
-            step = step0 + t
             if (t + 1) % cfg.job.log_every == 0 or t == iters - 1:
-                values = dict(zip(LOSS_NAMES, parts.tolist()))
+                values = dict(zip(LOSS_NAMES, step.losses.tolist()))
                 result.history.append({"stage": stage, "chunk": chunk, "step": t + 1, **values})
                 if not all(math.isfinite(v) for v in values.values()):
                     result.failed = f"non-finite loss at stage {stage}, chunk {chunk}, step {t + 1}: {values}"
-                    return x.detach(), targets
-            fp = cfg.fp
-            if fp.enabled and fp.warmup <= step < fp.stop and (step - fp.warmup) % fp.every == 0:
-                targets = sample_false_positives(self.teacher, x.detach(), targets, fp.conf, fp.iou, fp.min_area,
-                                                 fp.max_area, fp.nms_iou, self.autocast_dtype)
-        return x.detach(), targets
+                    break
+            g = step0 + t
+            if fp.enabled and fp.warmup <= g < fp.stop and (g - fp.warmup) % fp.every == 0:
+                step.targets.copy_(sample_false_positives(
+                    self.teacher, step.x.detach(), step.targets, fp.conf, fp.iou, fp.min_area, fp.max_area,
+                    fp.nms_iou, self.autocast_dtype))
+        return step.x.detach().clone(), step.targets.clone()
 
     def invert(self, targets: torch.Tensor, seed: int, init: torch.Tensor | None = None,
                progress=None) -> InversionResult:

@@ -160,6 +160,7 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
         labels = LabelTargets(cfg.targets.images or Path(cfg.targets.labels).parent / "images", cfg.targets.labels,
                               cfg.targets.capacity, cfg.teacher.num_classes)
     inverter = DiodeInverter(teacher, cfg, device)
+    extra = {**(extra or {}), **inverter.execution}
     chunk_steps = [it * -(-cfg.stages.batch_size[0] // bs) for it, bs in
                    zip(cfg.stages.iterations, cfg.stages.batch_size)]  # steps per stage over all chunks
     steps_per_batch = sum(chunk_steps)
@@ -199,4 +200,4 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
         torch.distributed.barrier()
     if rank != 0:
         return None
-    return merge_outputs(cfg, out, class_names, world, extra or {})
+    return merge_outputs(cfg, out, class_names, world, extra)

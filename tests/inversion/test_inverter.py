@@ -44,6 +44,7 @@ def test_teacher_gets_no_gradients_and_hooks_come_off(teacher):
     run(teacher, tiny_config("stages.iterations=[3,2]"))
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert all(len(m._forward_pre_hooks) == 0 for m in teacher.modules())
+    assert all(b.stat_tap is None for b in teacher.conv_blocks())  # the fused BN taps come off too
 
 
 def test_init_from_given_images(teacher):
