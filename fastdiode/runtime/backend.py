@@ -82,7 +82,7 @@ def resolve_backend(op: str, backend: str | None, tensor: torch.Tensor) -> str:
     if choice == "torch" and torch.compiler.is_compiling():
         choice = "reference"  # inside an outer torch.compile region, which fuses the reference itself
     key = (op, device.type, choice)
-    if key not in _logged:
+    if key not in _logged and not torch.compiler.is_compiling():  # logging inside a trace breaks the graph
         _logged.add(key)
         _log.info("fastdiode: %s on %s uses the %s backend", op, device.type, choice)
     return choice
