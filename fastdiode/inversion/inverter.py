@@ -25,9 +25,13 @@ from fastdiode.inversion.step import StageStep
 from fastdiode.inversion.targets import sample_false_positives
 from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior, yolo_loss
 from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.backend import compiled
 from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
+# Hundreds of small ops on small tensors: inductor fuses them (6.1 -> 1.6 ms forward + backward on CPU for
+# yolov3-tiny 128 px x 16); compiled once per stage shape.
+_yolo_loss_compiled = compiled(yolo_loss, dynamic=False)
 LOSS_NAMES = ("total", "det", "bn", "tv_l1", "tv_l2", "l2")
 
 
@@ -88,7 +92,7 @@ class DiodeInverter:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None, cache_enabled=False):
             preds = self.forward(x_aug)
-        det, _ = yolo_loss(preds, t_aug, self.teacher)
+        det, _ = _yolo_loss_compiled(preds, t_aug, self.teacher)
         bn = self.bn_loss()
         tv_l1, tv_l2 = tv_prior(x_aug, backend=self.cfg.job.backend)
         l2 = image_norm_prior(x)
