@@ -1,10 +1,14 @@
 """Fused ops: for each, the torch reference (the spec), the autograd.Function over the Triton kernels,
 and a dispatcher that picks the backend (see :mod:`fastdiode.runtime.backend`)."""
 from fastdiode.ops.augment import gather_affine_mask, gather_affine_mask_reference
+from fastdiode.ops.bn_act_stats import BNActMoments, bn_act_stat_loss, bn_act_stat_loss_reference
 from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_reference
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
 __all__ = [
+    "BNActMoments",
+    "bn_act_stat_loss",
+    "bn_act_stat_loss_reference",
     "BNMoments",
     "bn_stat_loss",
     "bn_stat_loss_reference",
