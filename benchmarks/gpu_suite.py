@@ -98,9 +98,28 @@ def correctness(device, smoke: bool) -> list[str]:
             check(f"augment grad {tag}", torch.autograd.grad(out, img, gy)[0], torch.autograd.grad(exp, img, gy)[0],
                   *tol[dtype], failures)
             bn_act_check(device, dtype, cl, big, tol[dtype], failures)
+    frozen_conv_check(device, failures)
     if device.type == "cuda":
         graph_check(device, failures)
     return failures
+
+
+def frozen_conv_check(device, failures) -> None:
+    """frozen_conv2d (no saved input) against the plain conv's input gradient, fp32 and under bf16 autocast."""
+    from fastdiode.ops.frozen_conv import frozen_conv2d
+
+    conv = torch.nn.Conv2d(64, 128, 3, 2, 1, bias=False).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 64, 34, 30, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+    for dtype, tol in ((torch.float32, (1e-4, 1e-4)), (torch.bfloat16, (2e-2, 2e-2))):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            conv.requires_grad_(True)
+            ref = conv(x)
+            conv.requires_grad_(False)
+            out = frozen_conv2d(x, conv)
+        gy = torch.randn_like(ref)
+        check(f"frozen conv {dtype}", out, ref, *tol, failures)
+        check(f"frozen conv grad {dtype}", torch.autograd.grad(out, x, gy)[0], torch.autograd.grad(ref, x, gy)[0],
+              *tol, failures)
 
 
 def bn_act_check(device, dtype, channels_last: bool, shape, tol, failures) -> None:

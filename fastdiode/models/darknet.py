@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fastdiode.models.cfg import normalize_layer
+from fastdiode.ops.frozen_conv import frozen_conv2d
 
 ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "relu": nn.ReLU, "mish": nn.Mish,
                "swish": nn.SiLU, "logistic": nn.Sigmoid}
@@ -40,8 +41,13 @@ class ConvBlock(nn.Module):
             return float(self.act.negative_slope)
         return {nn.Identity: 1.0, nn.ReLU: 0.0}.get(type(self.act))
 
+    def _frozen(self, x: torch.Tensor) -> bool:
+        """Only the input needs a gradient (a frozen teacher under inversion): the input need not be saved."""
+        return x.requires_grad and torch.is_grad_enabled() and not any(
+            p.requires_grad for p in self.conv.parameters())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        x = frozen_conv2d(x, self.conv) if self._frozen(x) else self.conv(x)
         if self.bn is None:
             return self.act(x)
         if self.stat_tap is not None:

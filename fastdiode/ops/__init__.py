@@ -3,6 +3,7 @@ and a dispatcher that picks the backend (see :mod:`fastdiode.runtime.backend`)."
 from fastdiode.ops.augment import gather_affine_mask, gather_affine_mask_reference
 from fastdiode.ops.bn_act_stats import BNActMoments, bn_act_stat_loss, bn_act_stat_loss_reference
 from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_reference
+from fastdiode.ops.frozen_conv import frozen_conv2d
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "BNMoments",
     "bn_stat_loss",
     "bn_stat_loss_reference",
+    "frozen_conv2d",
     "gather_affine_mask",
     "gather_affine_mask_reference",
     "tv_prior",
