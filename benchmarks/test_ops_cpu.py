@@ -17,6 +17,7 @@ from benchmarks import reference_style as ref
 from benchmarks.shapes import yolov3_tiny_bn_shapes
 from fastdiode.augment import DiodeAugment
 from fastdiode.losses import bn_stat_loss, tv_prior
+from fastdiode.ops import bn_act_stat_loss
 
 IMPLS = ["fastdiode", "reference_style"]
 BATCH, SIZE, JITTER = 16, 128, 16
@@ -48,6 +49,42 @@ def test_bn_stat_loss(benchmark, impl, bn_inputs):
 
     def step():
         torch.autograd.grad(sum(loss_fn(x, rm, rv) for x, (rm, rv) in zip(xs, stats)), xs)
+
+    run(benchmark, step)
+
+
+@pytest.fixture(scope="module")
+def bn_blocks(bn_inputs):
+    """The BN inputs in channels_last (the teacher's layout) with each BN layer's affine parameters."""
+    xs, stats = bn_inputs
+    g = torch.Generator().manual_seed(3)
+    xs = [x.detach().to(memory_format=torch.channels_last).requires_grad_(True) for x in xs]
+    params = [(rm, rv, torch.randn(len(rm), generator=g), torch.randn(len(rm), generator=g)) for rm, rv in stats]
+    return xs, params
+
+
+def unfused_block(x, rm, rv, weight, bias, loss_fn):
+    y = torch.nn.functional.leaky_relu(torch.nn.functional.batch_norm(x, rm, rv, weight, bias, False, 0.0, 1e-4), 0.1)
+    return y, loss_fn(x, rm, rv)
+
+
+@pytest.mark.benchmark(group="BN block (eval BN + leaky ReLU + statistics loss), YOLOv3-tiny, 128 px, batch 16, "
+                             "fwd+bwd")
+@pytest.mark.parametrize("impl", ["fastdiode", "reference_style", "unfused"])
+def test_bn_block(benchmark, impl, bn_blocks):
+    """The Conv block's BN, activation and BN-statistics loss: one fused op, against the same three steps with
+    the reference-style hook loss, and with fastdiode's own (fused, but separate) statistics loss."""
+    xs, params = bn_blocks
+    if impl == "fastdiode":
+        block = lambda x, p: bn_act_stat_loss(x, *p, 1e-4, 0.1)  # noqa: E731
+    else:
+        loss_fn = bn_stat_loss if impl == "unfused" else ref.bn_feature_loss
+        block = lambda x, p: unfused_block(x, *p, loss_fn)  # noqa: E731
+
+    def step():
+        outs = [block(x, p) for x, p in zip(xs, params)]
+        total = sum(loss + y.mean() for y, loss in outs)
+        torch.autograd.grad(total, xs)
 
     run(benchmark, step)
 
