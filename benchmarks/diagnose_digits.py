@@ -54,7 +54,8 @@ def main() -> None:
     synth = sorted(p for p in (run / "synth").iterdir() if any((p / "images").glob("*.png")))
     sets.update({f"synth {p.name}": p for p in synth})
     lines = ["# What the teacher sees in each image set", "",
-             f"{args.images} images per set; BN-statistics loss over the teacher's BN layers (sum, first, last, and the worst layer's index); detections per image and their mean "
+             f"{args.images} images per set; BN-statistics loss over the teacher's BN layers (sum, first, last, "
+             "and the worst layer's index); detections per image and their mean "
              "confidence at conf > 0.3; mean |horizontal pixel difference| (high-frequency energy).", "",
              "| set | BN loss sum | first layer | last layer | worst layer | detections / image | confidence | "
              "mean abs dx |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
