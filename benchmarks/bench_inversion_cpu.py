@@ -46,15 +46,15 @@ def reference_loop(teacher, targets, size, iterations, jitter, bf16: bool = Fals
 
 
 def interleaved_seconds(loops: dict, iterations: int, rounds: int) -> dict:
-    """Median seconds per iteration of each loop, the loops taking turns round by round, so that a slow
-    spell of a shared machine hits both sides alike."""
+    """Seconds per iteration of each loop in every round, the loops taking turns round by round, so that a
+    slow spell of a shared machine hits both sides alike."""
     times = {name: [] for name in loops}
     for _ in range(rounds):
         for name, run in loops.items():
             start = time.perf_counter()
             run()
             times[name].append((time.perf_counter() - start) / iterations)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def main() -> None:
@@ -77,9 +77,11 @@ def main() -> None:
         loops = {name: make(randomized_teacher(args.model, None, 80), targets, args.size, args.iterations, jitter,
                             bf16=precision == "bf16")
                  for name, make in (("reference", reference_loop), ("fastdiode", fastdiode_loop))}
-        seconds = interleaved_seconds(loops, args.iterations, args.rounds)
-        result[precision] = {"reference s/it": seconds["reference"], "fastdiode s/it": seconds["fastdiode"],
-                             "speed-up": seconds["reference"] / seconds["fastdiode"]}
+        times = interleaved_seconds(loops, args.iterations, args.rounds)
+        ref_s, fast_s = statistics.median(times["reference"]), statistics.median(times["fastdiode"])
+        per_round = [r / f for r, f in zip(times["reference"], times["fastdiode"])]
+        result[precision] = {"reference s/it": ref_s, "fastdiode s/it": fast_s, "speed-up": ref_s / fast_s,
+                             "speed-up per round": per_round, "rounds s/it": times}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "inversion_cpu.json").write_text(json.dumps(result, indent=1))
@@ -88,11 +90,12 @@ def main() -> None:
           f"{args.batch}; median over {args.rounds} interleaved rounds of {args.iterations} iterations each, "
           "after a warm-up. Both loops run at the same precision: fp32 (the CPU default, and the target), and "
           "bf16 autocast where the CPU has native bf16.\n\n"
-          "| precision | reference s/it | fastdiode s/it | speed-up | fastdiode images / hour (1 iteration each) |\n"
-          "|---|---:|---:|---:|---:|\n")
+          "| precision | reference s/it | fastdiode s/it | speed-up | single rounds | fastdiode images / hour "
+          "(1 iteration each) |\n|---|---:|---:|---:|---:|---:|\n")
     for precision in precisions:
         r = result[precision]
         md += (f"| {precision} | {r['reference s/it']:.3f} | {r['fastdiode s/it']:.3f} | {r['speed-up']:.2f}x | "
+               f"{min(r['speed-up per round']):.2f}-{max(r['speed-up per round']):.2f}x | "
                f"{3600 * args.batch / r['fastdiode s/it']:.0f} |\n")
     md += f"\nSpeed-up at fp32: **{result['fp32']['speed-up']:.2f}x** (target 2x).\n"
     (out / "inversion_cpu.md").write_text(md)
