@@ -161,6 +161,10 @@ def graph_check(device, failures) -> None:
         runs = [inverter.invert(targets, seed=s) for s in (0, 1)]
         results.append(runs)
         inverter.close()
+        missing = [key for key, step in inverter._steps.items() if step.graph is None]
+        if graph == "true" and (missing or not inverter._steps):
+            failures.append(f"cuda graph: no graph captured for (stage, batch, capacity) {missing}: the step fell "
+                            "back to eager (see the warning logged above)")
     for seed, (eager, graphed) in enumerate(zip(*results)):
         a = torch.tensor([[h[k] for k in ("total", "det", "bn")] for h in eager.history])
         b = torch.tensor([[h[k] for k in ("total", "det", "bn")] for h in graphed.history])
