@@ -26,14 +26,15 @@ class StageStep:
     """The step of one stage for batches of ``batch`` images at ``size`` px.
 
     ``loss_fn(x, targets, params, step)`` returns (total loss, a vector of logged loss terms) for augmentation
-    draw ``params`` at device step ``step``. ``graph``: capture into a CUDA graph (CUDA only); ``pool`` is a
+    draw ``params`` at device step ``step``. ``schedule`` is (lr, lr_min, warmup fraction) of
+    :func:`fastdiode.runtime.schedule.lr_at`. ``graph``: capture into a CUDA graph (CUDA only); ``pool`` is a
     shared CUDA graph memory pool (stages replay in capture order, so their graphs can share one).
     """
 
     def __init__(self, loss_fn: Callable, augment: DiodeAugment, batch: int, size: int, capacity: int,
-                 iterations: int, lr: tuple[float, float, float], betas: tuple[float, float], num_losses: int,
-                 device: torch.device, graph: bool = False, pool=None):
-        self.loss_fn, self.augment, self.iterations, self.lr_schedule = loss_fn, augment, iterations, lr
+                 iterations: int, schedule: tuple[float, float, float], betas: tuple[float, float],
+                 num_losses: int, device: torch.device, graph: bool = False, pool=None):
+        self.loss_fn, self.augment, self.iterations = loss_fn, augment, iterations
         self.device, self.use_graph, self.pool = device, graph, pool
         # NCHW: the augmentation and the TV prior read a 3-channel image 3x faster in it than in channels_last,
         # and the first conv (channels_last weights) takes either.
@@ -41,8 +42,8 @@ class StageStep:
         self.x.requires_grad_(True)
         self.targets = torch.zeros(batch, capacity, 5, device=device)
         self.step = torch.zeros((), dtype=torch.long, device=device)
-        self.lr = torch.tensor(lr[0], dtype=torch.float32, device=device)
-        self.lr_table = torch.tensor([lr_at(t, iterations, *lr) for t in range(iterations)], device=device)
+        self.lr_table = torch.tensor([lr_at(t, iterations, *schedule) for t in range(iterations)], device=device)
+        self.lr = self.lr_table[0].clone()
         self.losses = torch.zeros(num_losses, device=device)
         self.draws: AugmentParams | None = None
         # Fused Adam takes a tensor lr; capturable keeps its step count on the device for the graph.

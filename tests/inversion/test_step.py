@@ -31,7 +31,7 @@ def test_step_follows_the_lr_schedule_on_the_device():
     from the device table by the device step counter, and a reload restarts the schedule."""
     lr = (0.01, 0.001, 0.25)
     step = StageStep(lambda x, t, params, s: ((x - 0.5).square().sum(), torch.zeros(2)),
-                     DiodeAugment(jitter=0), batch=2, size=8, capacity=1, iterations=8, lr=lr, betas=(0.0, 0.0),
+                     DiodeAugment(jitter=0), batch=2, size=8, capacity=1, iterations=8, schedule=lr, betas=(0.0, 0.0),
                      num_losses=2, device=torch.device("cpu"))
     u = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     start = 0.5 + torch.where(u > 0.5, 1.0, -1.0) * (0.05 + 0.05 * u)  # |x - 0.5| > lr sums: no sign flips
