@@ -129,3 +129,28 @@ def test_bad_input():
         augment_boxes(torch.rand(2, 4, device=DEVICE), p)
     with pytest.raises(ValueError, match="flip_p"):
         sample_augment_params(2, 8, 8, flip_p=1.5)
+
+
+def test_step_tables_select_rows_on_the_device_and_reload_in_place():
+    """A table of draws (``steps``) gives each step a well-formed draw, selected alike by an int or a device
+    tensor; a single draw is the one-step table's row; ``copy_`` reloads a table in place."""
+    gen = lambda: torch.Generator(device=DEVICE).manual_seed(4)  # noqa: E731
+    table = sample_augment_params(3, 32, 40, jitter=5, same_on_batch=True, generator=gen(), steps=7)
+    assert table.shift_y.shape == (7, 3) and table.erase.shape == (7, 3, 4)
+    for t in range(7):
+        row, on_device = table.at(t), table.at(torch.tensor([t], device=DEVICE))
+        for name in ("shift_y", "shift_x", "flip", "brightness", "contrast", "erase"):
+            assert torch.equal(getattr(row, name), getattr(on_device, name))
+        assert (row.shift_y == row.shift_y[0]).all() and row.shift_y.abs().max() <= 5
+    single = sample_augment_params(3, 32, 40, jitter=5, generator=gen())
+    first = sample_augment_params(3, 32, 40, jitter=5, generator=gen(), steps=1).at(0)
+    assert torch.equal(single.erase, first.erase) and torch.equal(single.brightness, first.brightness)
+    address = table.erase.data_ptr()
+    other = sample_augment_params(3, 32, 40, jitter=5, generator=torch.Generator(device=DEVICE).manual_seed(9),
+                                  steps=7)
+    table.copy_(other)
+    assert table.erase.data_ptr() == address and torch.equal(table.erase, other.erase)
+    with pytest.raises(ValueError, match="height"):
+        table.copy_(sample_augment_params(3, 16, 40, generator=gen(), steps=7))
+    with pytest.raises(ValueError, match="steps"):
+        sample_augment_params(3, 32, 40, steps=0)
