@@ -13,14 +13,20 @@ from torch import nn
 
 
 class FrozenConv2d(torch.autograd.Function):
-    """conv2d(x, weight, bias) with a gradient for x only."""
+    """conv2d(x, weight, bias) with a gradient for x only. Under autocast the weight is cast once, here, and
+    that copy is what backward uses (as autocast's own conv would save it)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple,
                 padding: tuple, dilation: tuple, groups: int) -> torch.Tensor:
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        weight = weight.to(dtype)
         ctx.save_for_backward(weight)
         ctx.conf = (x.shape, x.stride(), x.dtype, stride, padding, dilation, groups)
-        return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        with torch.autocast(device, enabled=False):
+            return nn.functional.conv2d(x.to(dtype), weight, None if bias is None else bias.to(dtype), stride,
+                                        padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -28,10 +34,11 @@ class FrozenConv2d(torch.autograd.Function):
         shape, strides, dtype, stride, padding, dilation, groups = ctx.conf
         # Only the input's shape and layout are read. An unwritten tensor with its strides keeps oneDNN on its
         # fast path on CPU; on CUDA a zero-stride view avoids even a transient allocation.
+        grad = grad.to(weight.dtype)
         stub = (grad.new_empty(1).expand(shape) if grad.is_cuda
                 else torch.empty_strided(shape, strides, dtype=grad.dtype, device=grad.device))
-        dx = torch.ops.aten.convolution_backward(grad, stub, weight.to(grad.dtype), None, stride, padding,
-                                                 dilation, False, [0, 0], groups, (True, False, False))[0]
+        dx = torch.ops.aten.convolution_backward(grad, stub, weight, None, stride, padding, dilation, False,
+                                                 [0, 0], groups, (True, False, False))[0]
         return dx.to(dtype), None, None, None, None, None, None
 
 

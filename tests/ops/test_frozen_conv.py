@@ -37,6 +37,24 @@ def test_matches_conv_and_saves_no_input(channels_last, stride, groups, bias):
     assert saved == conv.weight.numel() * 4 and ref_saved >= saved + x.numel() * 4
 
 
+def test_under_autocast_matches_autocast_conv():
+    """Under bf16 autocast: the autocast conv's output and input gradient (x's dtype), bit for bit."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, 1, 1, bias=True)
+    x = torch.randn(2, 4, 7, 7).requires_grad_(True)
+    gy = torch.randn(2, 6, 7, 7)
+    outs = []
+    for frozen in (False, True):
+        conv.requires_grad_(not frozen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = frozen_conv2d(x, conv) if frozen else conv(x)
+        outs.append((y, torch.autograd.grad(y, x, gy)[0]))
+    (y_ref, g_ref), (y, g) = outs
+    assert y.dtype == torch.bfloat16 and g.dtype == torch.float32
+    torch.testing.assert_close(y, y_ref, atol=0, rtol=0)
+    torch.testing.assert_close(g, g_ref, atol=0, rtol=0)
+
+
 def test_frozen_teacher_holds_half_the_activations():
     """A frozen yolov3-tiny under inversion (BN-statistics taps, input gradient only) gives the trainable
     model's gradient while holding about half the activations for backward (no conv inputs, one tensor per
