@@ -147,7 +147,8 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
     manifest = out / manifest_name(rank)
     entries = read_manifest(manifest)
-    stale = [e["batch"] for e in entries if e.get("config_hash") != content_hash(cfg)]
+    chash = content_hash(cfg)
+    stale = [e["batch"] for e in entries if e.get("config_hash") != chash]
     if stale:
         raise ValueError(f"job.out: {out} holds batches made with a different config (batch {stale[0]} of "
                          f"{manifest.name}); rerun with that config, or choose a new job.out")
@@ -173,7 +174,7 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
             start = time.perf_counter()
             result = inverter.invert(batch_targets(cfg, batch, labels, device), seed,
                                      progress=progress.for_batch(batch))
-            entry = {"batch": batch, "seed": seed, "config_hash": content_hash(cfg), "rank": rank,
+            entry = {"batch": batch, "seed": seed, "config_hash": chash, "rank": rank,
                      "seconds": result.seconds, "wall": time.perf_counter() - start,
                      "iterations": chunk_steps,
                      "stage_losses": result.stage_losses}
