@@ -65,7 +65,7 @@ def step_rate(compile_: bool, size: int, batch: int, steps: int) -> tuple[float,
     teacher = build_model("yolo-micro", num_classes=10, width=0.5).eval()
     student = build_model("yolo-micro", num_classes=10, width=0.25)
     cfg = load_config(TrainConfig, None, ["data.train=unused", "teacher=unused", f"train.steps={steps + 3}",
-                                          f"train.compile={str(compile_).lower()}"])
+                                          f"run.compile={str(compile_).lower()}"])
     trainer = Trainer(cfg, student, teacher, torch.device("cpu"), [], progress=False)
     x, boxes = torch.rand(batch, 3, size, size), torch.full((batch, 4, 5), -1.0)
     t0 = time.perf_counter()

@@ -21,14 +21,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.reference_loop import reference_inversion  # noqa: E402
-from fastdiode.cli import randomized_teacher  # noqa: E402
+from fastdiode.loading import randomized_detector  # noqa: E402
 from fastdiode.config import load_config  # noqa: E402
 from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets  # noqa: E402
 
 
 def fastdiode_loop(teacher, targets, size, iterations, jitter, bf16: bool = False):
     """A callable running ``iterations`` fastdiode steps (after one warm-up run that compiles the fused ops)."""
-    cfg = load_config(InversionConfig, None, [f"job.precision={'bf16' if bf16 else 'fp32'}",
+    cfg = load_config(InversionConfig, None, [f"run.precision={'bf16' if bf16 else 'fp32'}",
         f"stages.resolution=[{size}]", f"stages.batch_size=[{len(targets)}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
         f"stages.iterations=[{iterations}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
         "loss.first_bn_coef=[2]", f"augment.jitter=[{jitter}]", "fp.enabled=false", "job.log_every=50",
@@ -74,7 +74,7 @@ def main() -> None:
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__}
     for precision in precisions:
-        loops = {name: make(randomized_teacher(args.model, None, 80), targets, args.size, args.iterations, jitter,
+        loops = {name: make(randomized_detector(args.model, None, 80), targets, args.size, args.iterations, jitter,
                             bf16=precision == "bf16")
                  for name, make in (("reference", reference_loop), ("fastdiode", fastdiode_loop))}
         times = interleaved_seconds(loops, args.iterations, args.rounds)

@@ -144,7 +144,7 @@ def bn_act_check(device, dtype, channels_last: bool, shape, tol, failures) -> No
 def graph_check(device, failures) -> None:
     """A 2-stage inversion with each stage's step captured in a CUDA graph gives the eager step's losses and
     images (fp32; reused for a second batch, which replays the captured graphs)."""
-    from fastdiode.cli import randomized_teacher
+    from fastdiode.loading import randomized_detector
     from fastdiode.config import load_config
     from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets
 
@@ -155,9 +155,9 @@ def graph_check(device, failures) -> None:
             "stages.resolution=[64,96]", "stages.batch_size=[6,4]", "stages.lr=[0.1,0.01]", "stages.lr_min=[0,0]",
             "stages.iterations=[12,8]", "stages.warmup=[0.2,0.2]", "stages.betas=[[0,0],[0,0]]",
             "loss.first_bn_coef=[2,0]", "augment.jitter=[8,12]", "fp.enabled=false", "job.log_every=4",
-            "job.precision=fp32", "job.compile=false", f"job.cuda_graph={graph}", "loss.cosine_layer_decay=true"])
+            "run.precision=fp32", "run.compile=false", f"job.cuda_graph={graph}", "loss.cosine_layer_decay=true"])
         torch.manual_seed(0)
-        inverter = DiodeInverter(randomized_teacher("yolov3-tiny", None, 80).to(device), cfg, device)
+        inverter = DiodeInverter(randomized_detector("yolov3-tiny", None, 80).to(device), cfg, device)
         runs = [inverter.invert(targets, seed=s) for s in (0, 1)]
         results.append(runs)
         inverter.close()
@@ -289,10 +289,10 @@ def model_timings(device, smoke: bool) -> list[dict]:
 def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int]:
     """(seconds per iteration, peak bytes) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
     and, with CUDA graphs, captures)."""
-    from fastdiode.cli import randomized_teacher
+    from fastdiode.loading import randomized_detector
     from fastdiode.inversion import DiodeInverter
 
-    inverter = DiodeInverter(randomized_teacher(name, None, 80).to(device), cfg, device)
+    inverter = DiodeInverter(randomized_detector(name, None, 80).to(device), cfg, device)
     inverter.invert(targets, seed=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -311,7 +311,7 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     loop (same random YOLOv3-SPP, same shapes), peak memory, and images per GPU-hour over the paper's full
     schedule."""
     from benchmarks.reference_loop import reference_inversion
-    from fastdiode.cli import randomized_teacher
+    from fastdiode.loading import randomized_detector
     from fastdiode.config import load_config
     from fastdiode.inversion import InversionConfig, one_box_targets
     from fastdiode.models import build_model
@@ -327,13 +327,13 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
             f"stages.resolution=[{size}]", f"stages.batch_size=[{batch}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
             f"stages.iterations=[{iterations if smoke else 20}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
             "loss.first_bn_coef=[2]", f"augment.jitter=[{size // 8}]", "fp.enabled=false", "job.log_every=50",
-            f"job.compile={str(compile_teacher).lower()}"]
+            f"run.compile={str(compile_teacher).lower()}"]
         cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)
         eager = fastdiode_seconds(load_config(InversionConfig, None, [*overrides, "job.cuda_graph=false"]), name,
                                   targets, device, sync)[0] if device.type == "cuda" else fast
-        ref_teacher = randomized_teacher(name, None, 80).to(device)
+        ref_teacher = randomized_detector(name, None, 80).to(device)
         steps = iterations if smoke else 5
         reference_inversion(ref_teacher, targets, size, 1, jitter=size // 8, fp16=device.type == "cuda")
         if device.type == "cuda":
@@ -381,7 +381,7 @@ def distill_timings(device, smoke: bool) -> dict:
         teacher = build_model(teacher_name, num_classes=80).eval()
         student = build_model(student_name, num_classes=80)
         cfg = load_config(TrainConfig, None, ["data.train=unused", "teacher=unused", f"train.steps={steps + 3}",
-                                              f"train.compile={str(mode == 'compiled').lower()}"])
+                                              f"run.compile={str(mode == 'compiled').lower()}"])
         trainer = Trainer(cfg, student, teacher, device, [], progress=False)
         if smoke and mode == "compiled":
             trainer.loss_fn = torch.compile(trainer._loss, backend="aot_eager")

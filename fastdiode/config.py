@@ -11,16 +11,52 @@ import hashlib
 import json
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
+
+from fastdiode.runtime.backend import BACKENDS
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's schema."""
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen detector an engine learns from: the section ``teacher`` of both the inversion and the
+    training configs. ``teacher=PATH`` is short for ``teacher.weights=PATH`` (the other keys stay)."""
+
+    SHORTHAND: ClassVar[str] = "weights"
+    weights: str = ""  # a fastdiode checkpoint, a darknet .weights file, or "random" (benchmarking only)
+    model: str = "yolov3-spp"  # the built-in architecture of a darknet .weights file or of "random"
+    cfg: str | None = None  # a darknet .cfg instead of a built-in model
+    num_classes: int | None = None  # None: the checkpoint's (80 for darknet weights); set: it must match
+    width: float | None = None  # yolo-micro only
+    depth: int | None = None  # yolo-micro only
+
+
+@dataclass
+class RunConfig:
+    """Where and how an engine runs: the section ``run`` of both the inversion and the training configs."""
+
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
+    compile: bool | None = None  # torch.compile the models: None = on CUDA only (slower than eager on CPU)
+    backend: str = "auto"  # the fused ops: auto, triton, torch, reference (fastdiode.runtime.backend)
+
+    def validate(self) -> None:
+        for key, value, allowed in (("run.precision", self.precision, PRECISIONS),
+                                    ("run.backend", self.backend, BACKENDS)):
+            if value not in allowed:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
 def _type_name(tp) -> str:
@@ -48,6 +84,9 @@ def _coerce(value: Any, tp, key: str) -> Any:
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if dataclasses.is_dataclass(tp):
+        shorthand = getattr(tp, "SHORTHAND", None)
+        if shorthand is not None and isinstance(value, str):
+            return from_dict(tp, {shorthand: value}, key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
         return from_dict(tp, value, key)
@@ -79,8 +118,20 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``key.sub=value`` override to a nested dict (the value is parsed as YAML)."""
+def _field_type(cls, parts: list[str]):
+    """The type of the dotted field ``parts`` of dataclass ``cls`` (None where the path leaves the schema)."""
+    tp = cls
+    for part in parts:
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
+
+
+def apply_override(data: dict, assignment: str, cls: type | None = None) -> None:
+    """Apply one ``key.sub=value`` override to a nested dict (the value is parsed as YAML). With the config's
+    dataclass ``cls``, a scalar given for a section that has a shorthand key (``teacher=PATH``) sets that key
+    and keeps the section's other keys."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r}: expected key=value (e.g. stages.iterations=[10,10])")
     key, raw = assignment.split("=", 1)
@@ -90,7 +141,13 @@ def apply_override(data: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    shorthand = getattr(_field_type(cls, parts), "SHORTHAND", None) if cls is not None else None
+    if shorthand is not None and not isinstance(value, dict):
+        section = node.get(parts[-1])
+        node[parts[-1]] = {**(section if isinstance(section, dict) else {}), shorthand: value}
+    else:
+        node[parts[-1]] = value
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> T:
@@ -107,7 +164,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(data, dict):
             raise ConfigError(f"config {path}: expected a mapping at the top level")
     for assignment in overrides:
-        apply_override(data, assignment)
+        apply_override(data, assignment, cls)
     try:
         cfg = from_dict(cls, data)
         if hasattr(cfg, "validate"):

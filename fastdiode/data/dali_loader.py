@@ -15,13 +15,18 @@ import numpy as np
 import torch
 
 from fastdiode.data.images import PAD_BYTE
-from fastdiode.data.loader import BatchPlan
+from fastdiode.data.batch_plan import BatchPlan
 from fastdiode.data.scan import ScannedDataset
 from fastdiode.data.train_augment import LoaderAugment, sample_boxes, sample_params
 
 
 def available() -> bool:
-    return importlib.util.find_spec("nvidia.dali") is not None
+    """Whether DALI imports. ``find_spec("nvidia.dali")`` itself raises when no ``nvidia`` package exists at
+    all (a plain install without the dali extra), so that counts as absent too."""
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _feed(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: int, start: int, stop: int):

@@ -24,7 +24,7 @@ class DetectionDataset(Dataset):
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir}: no such folder")
         labels = Path(labels) if labels is not None else self.image_dir.parent / "labels"
-        self.coco = CocoLabels(labels) if labels.suffix == ".json" else None
+        self.coco = CocoLabels(labels, num_classes) if labels.suffix == ".json" else None
         if self.coco is not None:
             self.items = [(self.image_dir / im["file_name"], im["id"]) for im in self.coco.images.values()]
             self.class_names = self.coco.class_names

@@ -10,6 +10,11 @@ import torch
 from fastdiode.runtime.files import atomic_write
 
 
+class ClassRangeError(ValueError):
+    """A label's class is not below the model's number of classes: the labels and the model do not belong
+    together, so it is an error even where malformed lines are only skipped."""
+
+
 def read_yolo_labels(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     """(K, 5) from a YOLO txt file; a missing file is an image without objects. Malformed lines, boxes
     outside [0, 1] and unknown classes raise a ValueError naming the file and line."""
@@ -30,7 +35,8 @@ def read_yolo_labels(path: str | Path, num_classes: int | None = None) -> torch.
                              f"got {line.strip()!r}")
         cls, xc, yc, w, h = values
         if num_classes is not None and cls >= num_classes:
-            raise ValueError(f"labels {path}:{lineno}: class {int(cls)} is not below num_classes={num_classes}")
+            raise ClassRangeError(f"labels {path}:{lineno}: class {int(cls)} is not below the model's "
+                                  f"{num_classes} classes")
         if not (0 <= xc <= 1 and 0 <= yc <= 1 and 0 < w <= 1 and 0 < h <= 1):
             raise ValueError(f"labels {path}:{lineno}: box {xc, yc, w, h} is outside [0, 1] (normalised "
                              "centre and size expected)")
@@ -45,9 +51,10 @@ def write_yolo_labels(path: str | Path, boxes: torch.Tensor) -> None:
 
 
 class CocoLabels:
-    """A COCO annotation file: images, categories (mapped to contiguous class indices) and per-image boxes."""
+    """A COCO annotation file: images, categories (mapped to contiguous class indices) and per-image boxes.
+    With ``num_classes``, a category whose class index is not below it is a :class:`ClassRangeError`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, num_classes: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"COCO annotations {self.path}: no such file")
@@ -62,6 +69,10 @@ class CocoLabels:
         self.category_ids = [c["id"] for c in self.categories]
         self.class_names = [c["name"] for c in self.categories]
         index = {cid: i for i, cid in enumerate(self.category_ids)}
+        if num_classes is not None and len(index) > num_classes:
+            extra = self.categories[num_classes]
+            raise ClassRangeError(f"COCO annotations {self.path}: category {extra['id']} ({extra.get('name')!r}) is "
+                                  f"class {num_classes}, not below the model's {num_classes} classes")
         self.images = {im["id"]: im for im in data["images"]}
         self._boxes: dict[int, list[list[float]]] = {i: [] for i in self.images}
         for ann in data["annotations"]:

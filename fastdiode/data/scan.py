@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from fastdiode.data.images import IMAGE_SUFFIXES
-from fastdiode.data.labels import CocoLabels, coco_dict, read_yolo_labels
+from fastdiode.data.labels import ClassRangeError, CocoLabels, coco_dict, read_yolo_labels
 
 log = logging.getLogger("fastdiode")
 
@@ -64,10 +64,10 @@ def _check_image(path: Path) -> tuple[int, int]:
 
 def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool = False) -> ScannedDataset:
     """Index the dataset folder ``root`` (see :func:`dataset_paths`). Unreadable images and label files with a
-    malformed line are skipped with a warning listing them; ``strict`` makes the first one an error. A folder
-    with no usable image is an error."""
+    malformed line are skipped with a warning listing them; ``strict`` makes the first one an error. A class
+    not below ``num_classes`` and a folder with no usable image are errors."""
     image_dir, labels = dataset_paths(root)
-    coco = CocoLabels(labels) if labels.suffix == ".json" else None
+    coco = CocoLabels(labels, num_classes) if labels.suffix == ".json" else None
     if coco is not None:
         files = [(image_dir / im["file_name"], lambda i=im["id"]: coco.boxes(i)) for im in coco.images.values()]
     else:
@@ -80,6 +80,8 @@ def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool 
         try:
             width, height = _check_image(path)
             boxes = read_boxes()
+        except ClassRangeError:
+            raise
         except FileNotFoundError:
             reason = "no such file"
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -87,11 +89,8 @@ def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool 
         except ValueError as e:
             reason = str(e)
         else:
-            if num_classes is not None and len(boxes) and boxes[:, 0].max() >= num_classes:
-                reason = f"class {int(boxes[:, 0].max())} is not below num_classes={num_classes}"
-            else:
-                items.append(Item(path, width, height, boxes))
-                continue
+            items.append(Item(path, width, height, boxes))
+            continue
         if strict:
             raise ValueError(f"dataset {root}: {path}: {reason} (strict: true; set strict: false to skip it)")
         skipped.append((str(path), reason))

@@ -62,7 +62,7 @@ def row_inversion(base: InversionConfig, row: Row) -> InversionConfig:
     data = to_dict(base)
     data["fp"]["enabled"] = row.fp
     for assignment in row.inversion:
-        apply_override(data, assignment)
+        apply_override(data, assignment, InversionConfig)
     cfg = from_dict(InversionConfig, data)
     cfg.validate()
     return cfg

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from fastdiode.config import config_hash
+from fastdiode.inversion.job import content_hash
+from fastdiode.loading import build_student, load_teacher
 from fastdiode.data.digits import CLASS_NAMES, build_digits
 from fastdiode.data.grid import write_grid
 from fastdiode.data.images import read_image
@@ -42,31 +44,44 @@ def evaluate_teacher(teacher: Darknet, val: Path, device: torch.device) -> dict:
                     progress=False)["stats"]
 
 
-def synthesize(cfg: DemoConfig, row: Row, teacher_path: Path, out: Path, device: torch.device) -> Path:
-    """Run (or finish) the row's DIODE inversion job; returns the dataset folder."""
-    from fastdiode.cli import load_teacher
+def synthesis_plan(cfg: DemoConfig) -> dict[str, tuple[str, int]]:
+    """Diode row name -> (synthesis folder name, images to synthesize there). Rows whose inversion configs
+    agree share one folder, named after the first of them, holding the most images any of them asks for: a
+    batch is a function of (config, seed, batch id), so a row of N images trains on that folder's first N."""
+    groups: dict[str, list[Row]] = {}
+    for row in cfg.rows:
+        if row.source == "diode":
+            groups.setdefault(content_hash(row_inversion(cfg.inversion, row)), []).append(row)
+    return {row.name: (rows[0].name, max(r.images for r in rows)) for rows in groups.values() for row in rows}
+
+
+def synthesize(cfg: DemoConfig, row: Row, images: int, teacher_path: Path, out: Path,
+               device: torch.device) -> float:
+    """Run (or finish) the DIODE inversion job of ``row``'s config in ``out`` up to ``images`` images; returns
+    the seconds that synthesizing the row's own images took."""
     from fastdiode.inversion.job import run_job
 
     inv = row_inversion(cfg.inversion, row)
     inv.teacher.weights = str(teacher_path)
     inv.job.out = str(out)
-    inv.job.num_batches = math.ceil(row.images / inv.stages.batch_size[0])
+    batch = inv.stages.batch_size[0]
+    inv.job.num_batches = math.ceil(images / batch)
     inv.validate()
     summary = out / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text())["batches_done"] >= inv.job.num_batches:
-        return out
-    teacher, names, stamp = load_teacher(inv.teacher)
-    run_job(inv, teacher, device, names, extra={"device": str(device), "teacher": stamp})
-    return out
+    if not summary.is_file() or json.loads(summary.read_text())["batches_done"] < inv.job.num_batches:
+        teacher, names, stamp = load_teacher(inv.teacher)
+        run_job(inv, teacher, device, names, extra={"device": str(device), "teacher": stamp})
+    done = json.loads(summary.read_text())
+    return done["seconds"] * math.ceil(row.images / batch) / done["batches_done"]
 
 
 def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Path, out: Path,
             device: torch.device) -> dict:
-    """Distill the row's student on ``source`` (or finish an interrupted run); returns its summary."""
-    from fastdiode.cli import build_student
-
+    """Distill the row's student on ``source`` (its first ``row.images`` images when set; or finish an
+    interrupted run); returns its summary."""
     tc = copy.deepcopy(cfg.distill)
-    tc.data.train, tc.data.val, tc.teacher, tc.train.out = str(source), str(val), str(teacher_path), str(out)
+    tc.data.train, tc.data.val, tc.teacher.weights, tc.train.out = str(source), str(val), str(teacher_path), str(out)
+    tc.data.limit = row.images
     tc.validate()
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
@@ -110,11 +125,13 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     log.info("fastdiode demo: teacher %s: mAP@.5 %.3f on the digits val set", teacher_path,
              teacher_stats["mAP@.5"])
     table, histories = [], {}
+    plan = synthesis_plan(cfg)
     for row in cfg.rows:
         synth_seconds = 0.0
         if row.source == "diode":
-            source = synthesize(cfg, row, teacher_path, out / "synth" / row.name, device)
-            synth_seconds = json.loads((source / "summary.json").read_text())["seconds"]
+            folder, images = plan[row.name]
+            source = out / "synth" / folder
+            synth_seconds = synthesize(cfg, row, images, teacher_path, source, device)
         else:
             source = data["train" if row.source == "real" else row.source]
         summary = distill(cfg, row, source, teacher_path, data["val"], out / "students" / row.name, device)
@@ -123,14 +140,14 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
         final = summary["final_eval"] or {}
         table.append({"row": row.name, "source": row.source, "mAP@.5": final.get("mAP@.5", 0.0),
                       "mAP@[.5:.95]": final.get("mAP@[.5:.95]", 0.0),
-                      "images": len(list((Path(source) / "images").glob("*.png"))),
+                      "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
                       "minutes": (synth_seconds + summary["seconds"]) / 60, "synth_minutes": synth_seconds / 60})
     plot_comparison(histories, out / "curves.png")
     diode = [r for r in cfg.rows if r.source == "diode"]
     if diode:
-        synth = out / "synth" / diode[0].name
+        synth = out / "synth" / plan[diode[0].name][0]
         predictions_grid(teacher, synth / "images", out / "teacher_on_synth.png")
-    report = format_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode))
+    report = format_demo_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode))
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(
         {"teacher": teacher_stats, "rows": table}, indent=1)))
@@ -151,7 +168,7 @@ def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
     return "\n".join(lines)
 
 
-def format_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool) -> str:
+def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool) -> str:
     student = cfg.distill.student
     parts = [
         "# fastdiode digits benchmark", "",
@@ -164,7 +181,7 @@ def format_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: fl
         "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
     ]
     if synth:
-        name = next(r.name for r in cfg.rows if r.source == "diode")
+        name = synthesis_plan(cfg)[next(r.name for r in cfg.rows if r.source == "diode")][0]
         parts += ["Synthesized images with their target boxes:", "", f"![synthesized](synth/{name}/preview.png)", "",
                   "The teacher's detections on them (confidence > 0.3):", "", "![teacher](teacher_on_synth.png)", ""]
     return "\n".join(parts)

@@ -3,9 +3,16 @@ Adam(0.001, 0.9, 0.999), cosine decay with warmup, 500k iterations, mimic loss o
 ``fastdiode distill`` (a teacher, loss.distill > 0) and ``fastdiode train`` (no teacher, label loss only)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fastdiode.config import ConfigError
+import torch
+
+from fastdiode.config import ConfigError, RunConfig, TeacherConfig
+from fastdiode.data.batch_plan import BatchPlan
+from fastdiode.data.loader import LOADERS, batches
+from fastdiode.data.scan import ScannedDataset
+from fastdiode.data.train_augment import LoaderAugment
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -25,6 +32,7 @@ class StudentConfig:
 class DataConfig:
     train: str = ""  # a dataset folder: images/ + labels/ (YOLO) or annotations.json (COCO)
     val: str | None = None  # the same for validation (COCO mAP); None: no evaluation
+    limit: int = 0  # train on the first this many images (in file-name order); 0: all
     loader: str = "auto"  # auto (DALI when installed) | torch | dali
     workers: int = 2
     capacity: int = 32  # boxes per image in a batch
@@ -33,6 +41,14 @@ class DataConfig:
     hue: float = 5.0  # degrees
     saturation: float = 0.5
     value: float = 0.3
+
+    def augment(self) -> LoaderAugment:
+        return LoaderAugment(self.flip_p, self.hue, self.saturation, self.value)
+
+    def batches(self, data: ScannedDataset, plan: BatchPlan, start: int, stop: int,
+                device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The augmented batches of steps start..stop-1 from this section's loader."""
+        return batches(self.loader, data, plan, self.augment(), self.capacity, start, stop, self.workers, device)
 
 
 @dataclass
@@ -50,7 +66,9 @@ class OptimConfig:
 
 
 @dataclass
-class LossConfig:
+class DistillLossConfig:
+    """The trainer's loss weights (the inversion's are :class:`fastdiode.inversion.config.InversionLossConfig`)."""
+
     distill: float | None = None  # alpha_distill x L_mimic; None: 1 with a teacher, else 0
     label: float | None = None  # alpha_label x yolo_loss; None: 0 with a teacher (DIODE), else 1
 
@@ -68,32 +86,46 @@ class TrainLoopConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True
-    compile: bool | None = None  # None: on CUDA only (compiled steps are slower than eager on CPU)
     out: str = "runs/distill"
 
 
 @dataclass
 class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
-    teacher: str | None = None  # the teacher checkpoint (distill); None for train
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # distill; no weights for train
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: DistillLossConfig = field(default_factory=DistillLossConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    run: RunConfig = field(default_factory=RunConfig)  # device, precision, compilation of the step
+
+    @property
+    def has_teacher(self) -> bool:
+        return bool(self.teacher.weights)
+
+    def batch_plan(self, num_items: int, rank: int = 0, world: int = 1) -> BatchPlan:
+        t = self.train
+        return BatchPlan(num_items, t.batch_size, t.seed, rank, world, t.multiscale or [t.img_size], t.scale_every)
+
+    def loss_weights(self) -> tuple[float, float]:
+        """(alpha_distill, alpha_label), the defaults resolved: with a teacher (1, 0), as DIODE; without (0, 1)."""
+        distill = self.loss.distill if self.loss.distill is not None else float(self.has_teacher)
+        label = self.loss.label if self.loss.label is not None else float(not self.has_teacher)
+        return distill, label
 
     def validate(self) -> None:
         t, o, d = self.train, self.optim, self.data
         if not d.train:
             raise ConfigError("data.train: required: a dataset folder (images/ + labels/ or annotations.json)")
-        if d.loader not in ("auto", "torch", "dali"):
-            raise ConfigError(f"data.loader: {d.loader!r} is not one of auto, torch, dali")
+        if d.loader not in LOADERS:
+            raise ConfigError(f"data.loader: {d.loader!r} is not one of {', '.join(LOADERS)}")
         if o.name not in OPTIMIZERS:
             raise ConfigError(f"optim.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
         if len(o.betas) != 2:
             raise ConfigError(f"optim.betas: expected two values, got {o.betas}")
+        if d.limit < 0:
+            raise ConfigError(f"data.limit: expected a number of images >= 0 (0: all), got {d.limit}")
         for key, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size), ("data.capacity", d.capacity),
                            ("train.log_every", t.log_every), ("train.checkpoint_every", t.checkpoint_every)):
             if value < 1:
@@ -102,14 +134,9 @@ class TrainConfig:
                 [(f"train.multiscale[{i}]", s) for i, s in enumerate(t.multiscale or [])]:
             if size < 32 or size % 32:
                 raise ConfigError(f"{key}: {size} is not a positive multiple of 32")
-        if t.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"train.precision: {t.precision!r} is not one of auto, fp32, bf16")
-        has_teacher = bool(self.teacher)
-        if self.loss.distill is None:
-            self.loss.distill = 1.0 if has_teacher else 0.0
-        if self.loss.label is None:
-            self.loss.label = 0.0 if has_teacher else 1.0
-        if self.loss.distill < 0 or self.loss.label < 0 or self.loss.distill + self.loss.label == 0:
+        self.run.validate()
+        distill, label = self.loss_weights()
+        if distill < 0 or label < 0 or distill + label == 0:
             raise ConfigError("loss: distill and label must be >= 0 and not both 0")
-        if self.loss.distill > 0 and not self.teacher:
-            raise ConfigError("teacher: loss.distill > 0 needs a teacher checkpoint (or use fastdiode train)")
+        if distill > 0 and not self.has_teacher:
+            raise ConfigError("teacher: loss.distill > 0 needs a teacher (teacher=PATH; or use fastdiode train)")

@@ -4,7 +4,7 @@
 A run writes into ``train.out``: ``metrics.jsonl`` (train metrics every ``log_every`` steps and every
 evaluation), ``last`` / ``best`` checkpoints (the evaluated model: the EMA when on), ``state.pt`` (student,
 optimiser, EMA, step, metric history: what ``resume`` needs), ``summary.json`` and ``curves.png``. Batches are
-a pure function of (seed, step, rank) (:class:`fastdiode.data.loader.BatchPlan`), so a resumed run replays
+a pure function of (seed, step, rank) (:class:`fastdiode.data.batch_plan.BatchPlan`), so a resumed run replays
 the uninterrupted one. Ctrl-C saves the state at the current step before exiting.
 """
 from __future__ import annotations
@@ -19,9 +19,7 @@ import torch
 from torch import nn
 
 from fastdiode.config import config_hash, to_dict
-from fastdiode.data.loader import BatchPlan, batches
 from fastdiode.data.scan import ScannedDataset, dataset_paths, scan_dataset
-from fastdiode.data.train_augment import LoaderAugment
 from fastdiode.distill.config import TrainConfig
 from fastdiode.distill.curves import plot_curves
 from fastdiode.distill.ema import ModelEMA
@@ -29,6 +27,7 @@ from fastdiode.distill.sync_bn import convert_sync_batchnorm
 from fastdiode.losses import mimic_loss, yolo_loss
 from fastdiode.models import checkpoint
 from fastdiode.models.darknet import Darknet
+from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.files import atomic_write
 from fastdiode.runtime.schedule import lr_at
 
@@ -46,8 +45,8 @@ class Trainer:
         self.class_names = class_names
         self.out = Path(cfg.train.out)
         cuda = device.type == "cuda"
-        precision = cfg.train.precision
-        self.autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
+        self.autocast = autocast_dtype(cfg.run.precision, device)
+        self.weights = cfg.loss_weights()  # (alpha_distill, alpha_label)
         fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.student = student.to(device, memory_format=fmt).train()
         if world > 1:
@@ -60,11 +59,11 @@ class Trainer:
             self.teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
         self.optimizer = self._optimizer()
         self.ema = ModelEMA(self.student, cfg.optim.ema_decay) if cfg.optim.ema else None
-        use_compile = cuda if cfg.train.compile is None else cfg.train.compile
+        use_compile = compile_enabled(cfg.run.compile, device)
         self.loss_fn = torch.compile(self._loss) if use_compile else self._loss
         self.fmt, self.step, self.history, self.best = fmt, 0, [], -math.inf
         log.info("fastdiode %s: %s student on %s x %d, %s, %s", "distill" if teacher is not None else "train",
-                 student.name, device, world, "bf16 autocast" if self.autocast else "fp32",
+                 student.name, device, world, precision_name(self.autocast),
                  "compiled" if use_compile else "eager")
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -79,18 +78,18 @@ class Trainer:
 
     def _loss(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total loss, detached [mimic, label]) of one batch; teacher and student see the same images."""
-        w = self.cfg.loss
+        distill, label_weight = self.weights
         zero = images.new_zeros((), dtype=torch.float32)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             preds = self.ddp(images)
             mimic = label = zero
-            if self.teacher is not None and w.distill > 0:
+            if self.teacher is not None and distill > 0:
                 with torch.no_grad():
                     target = self.teacher(images)
                 mimic = mimic_loss(preds, target)
-            if w.label > 0:
+            if label_weight > 0:
                 label, _ = yolo_loss(preds, boxes, self.student)
-        total = w.distill * mimic + w.label * label
+        total = distill * mimic + label_weight * label
         return total, torch.stack([mimic, label]).detach()
 
     # ---- one step -------------------------------------------------------------------------------------
@@ -166,11 +165,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         stop = min(t.steps, stop_at) if stop_at is not None else t.steps
         _rewrite_metrics(self.out / "metrics.jsonl", self.history, self.rank)
-        d = cfg.data
-        aug = LoaderAugment(d.flip_p, d.hue, d.saturation, d.value)
-        plan = BatchPlan(len(data.items), t.batch_size, t.seed, self.rank, self.world, t.multiscale or [t.img_size],
-                         t.scale_every)
-        stream = batches(d.loader, data, plan, aug, d.capacity, self.step, stop, d.workers, self.device)
+        plan = cfg.batch_plan(len(data.items), self.rank, self.world)
+        stream = cfg.data.batches(data, plan, self.step, stop, self.device)
         bar = tqdm(total=stop, initial=self.step, unit="step", disable=not self.progress or self.rank != 0,
                    desc="distill" if self.teacher is not None else "train", dynamic_ncols=True)
         start, images_seen, sums, count = time.perf_counter(), 0, None, 0
@@ -271,6 +267,11 @@ def run_training(cfg: TrainConfig, student: Darknet, teacher: Darknet | None, de
     ``class_names`` the training set's names are used (or the class indices when it has none)."""
     out = prepare_out(cfg, resume, rank)
     data = scan_dataset(cfg.data.train, student.num_classes, cfg.data.strict)
+    if cfg.data.limit:
+        if len(data.items) < cfg.data.limit:
+            raise ValueError(f"data.limit: {cfg.data.limit} images asked for, but {cfg.data.train} has "
+                             f"{len(data.items)} usable ones")
+        data.items = data.items[: cfg.data.limit]
     class_names = class_names or data.class_names or [str(i) for i in range(student.num_classes)]
     val = validation_set(cfg, class_names, out) if rank == 0 else None
     trainer = Trainer(cfg, student, teacher, device, class_names, rank, world, progress)

@@ -99,7 +99,7 @@ def detect_folder(model: Darknet, dataset: DetectionDataset, category_ids: list[
     return out
 
 
-def format_report(result: dict) -> str:
+def format_eval_report(result: dict) -> str:
     lines = ["COCO evaluation", *(f"  {name:<14} {value:.4f}" for name, value in result["stats"].items()),
              "", "Per-class AP@[.5:.95]:"]
     width = max((len(n) for n in result["per_class"]), default=5)
@@ -126,8 +126,8 @@ def coco_map(model: Darknet, image_dir: str | Path, annotations: str | Path, img
         det_path = atomic_write(out / "detections.json", lambda t: t.write_text(json.dumps(detections)))
         result["tide"] = tide_errors(annotations, det_path) if detections else None
         atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(result, indent=1)))
-        atomic_write(out / "metrics.txt", lambda t: t.write_text(format_report(result) + "\n"))
+        atomic_write(out / "metrics.txt", lambda t: t.write_text(format_eval_report(result) + "\n"))
     return result
 
 
-__all__ = ["STAT_NAMES", "coco_map", "detect_folder", "evaluate", "format_report", "tide_errors"]
+__all__ = ["STAT_NAMES", "coco_map", "detect_folder", "evaluate", "format_eval_report", "tide_errors"]

@@ -2,7 +2,9 @@
 its BatchNorm statistics match (method.md §2, §5).
 
 Per step: augmentation (boxes move with the image) -> teacher forward -> m * yolo_loss + a_bn * L_BN +
-TV + a_l2 * ||x|| -> Adam -> clamp to [0, 1]. Per stage: the images are resized in memory, re-batched into
+c_first * r_0 + TV + a_l2 * ||x|| -> Adam -> clamp to [0, 1]. The first hooked layer's extra term c_first * r_0
+sits outside the a_bn scale, as in the authors' code; m, c_first and the number of BN layers in L_BN are per
+stage, as in their scripts. Per stage: the images are resized in memory, re-batched into
 the stage's batch size (each chunk with a fresh optimiser state and its own generator) and the targets are
 carried. The step itself lives in :mod:`.step`: static buffers, every step's augmentation drawn up front,
 and on CUDA one captured graph per stage. Nothing in a step reads the device from the host; losses are
@@ -22,17 +24,18 @@ import torch.nn.functional as F
 from fastdiode.augment import DiodeAugment
 from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.step import StageStep
-from fastdiode.inversion.targets import sample_false_positives
+from fastdiode.inversion.targets import check_classes, sample_false_positives
 from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior, yolo_loss
 from fastdiode.models.darknet import Darknet
 from fastdiode.runtime.backend import compiled
+from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
 # Hundreds of small ops on small tensors: inductor fuses them (6.1 -> 1.6 ms forward + backward on CPU for
 # yolov3-tiny 128 px x 16); compiled once per stage shape.
 _yolo_loss_compiled = compiled(yolo_loss, dynamic=False)
-LOSS_NAMES = ("total", "det", "bn", "tv_l1", "tv_l2", "l2")
+LOSS_NAMES = ("total", "det", "bn", "bn_first", "tv_l1", "tv_l2", "l2")
 
 
 @dataclass
@@ -55,24 +58,24 @@ class DiodeInverter:
         cuda = self.device.type == "cuda"
         # channels_last is the fastest layout on both CPU and GPU (benchmarks/results/models_cpu.md)
         self.teacher = teacher.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
-        precision = config.job.precision
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
+        self.backend = config.run.backend
+        self.autocast_dtype = autocast_dtype(config.run.precision, self.device)
         self.bn_loss = BNStatLoss(self.teacher, layers=config.loss.bn_layers, p=config.loss.bn_p,
-                                  backend=config.job.backend)
+                                  backend=self.backend)
         self.num_bn = len(self.bn_loss.layer_names)
-        # On CPU the compiled detector is slower than eager (benchmarks/results/models_cpu.md): auto = CUDA only.
-        use_compile = cuda if config.job.compile is None else config.job.compile
+        use_compile = compile_enabled(config.run.compile, self.device)
         self.forward = torch.compile(self.teacher) if use_compile else self.teacher
         aug = config.augment
         self.augment = [DiodeAugment(jitter=j, flip_p=aug.flip_p, brightness=aug.brightness, contrast=aug.contrast,
-                                     erase_p=aug.erase_p, same_on_batch=aug.same_on_batch, backend=config.job.backend)
+                                     erase_p=aug.erase_p, same_on_batch=aug.same_on_batch, backend=self.backend,
+                                     box_drop=aug.box_drop)
                         for j in aug.jitter]
         self.use_graph = cuda if config.job.cuda_graph is None else config.job.cuda_graph
         if self.use_graph and not cuda:
             raise ValueError(f"job.cuda_graph=true needs a CUDA device, but the inversion runs on {self.device}")
         self._pool = torch.cuda.graph_pool_handle() if self.use_graph else None
         self._steps: dict[tuple[int, int, int], StageStep] = {}
-        self.execution = {"precision": "bf16 autocast" if self.autocast_dtype else "fp32",
+        self.execution = {"precision": precision_name(self.autocast_dtype),
                           "teacher_forward": "compiled" if use_compile else "eager",
                           "step": "one CUDA graph per stage" if self.use_graph else "eager"}
         log.info("fastdiode: inversion on %s: %s", self.device,
@@ -82,11 +85,19 @@ class DiodeInverter:
         """Take the BN hooks off the teacher."""
         self.bn_loss.remove()
 
+    def _bn_weights(self, stage: int, step: torch.Tensor | int = 0) -> torch.Tensor:
+        """Per-layer weights of L_BN at ``stage``: the stage's first n layers (cosine-decayed when asked)."""
+        n = self.cfg.bn_num_layers(stage, self.num_bn)
+        if self.cfg.loss.cosine_layer_decay:
+            head = cosine_layer_weights(step, self.cfg.stages.iterations[stage], n, self.device)
+        else:
+            head = torch.ones(n, device=self.device)
+        return torch.cat([head, head.new_zeros(self.num_bn - n)])
+
     def _losses(self, x: torch.Tensor, targets: torch.Tensor, params, step: torch.Tensor, stage: int):
         cfg = self.cfg.loss
         if cfg.cosine_layer_decay:
-            self.bn_loss.layer_weights.copy_(
-                cosine_layer_weights(step, self.cfg.stages.iterations[stage], self.num_bn))
+            self.bn_loss.layer_weights.copy_(self._bn_weights(stage, step))
         x_aug, t_aug = self.augment[stage](x, targets, params=params)
         # cache_enabled=False: autocast's weight-cast cache must not outlive a CUDA graph capture
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -94,10 +105,12 @@ class DiodeInverter:
             preds = self.forward(x_aug)
         det, _ = _yolo_loss_compiled(preds, t_aug, self.teacher)
         bn = self.bn_loss()
-        tv_l1, tv_l2 = tv_prior(x_aug, backend=self.cfg.job.backend)
+        first = self.bn_loss.first_layer_value
+        tv_l1, tv_l2 = tv_prior(x_aug, backend=self.backend)
         l2 = image_norm_prior(x)
-        total = cfg.det * det + cfg.bn * bn + cfg.tv_l1 * tv_l1 + cfg.tv_l2 * tv_l2 + cfg.l2 * l2
-        return total, torch.stack([total, det, bn, tv_l1, tv_l2, l2]).detach()
+        total = (self.cfg.det_weight(stage) * det + cfg.bn * bn + cfg.first_bn_coef[stage] * first
+                 + cfg.tv_l1 * tv_l1 + cfg.tv_l2 * tv_l2 + cfg.l2 * l2)
+        return total, torch.stack([total, det, bn, first, tv_l1, tv_l2, l2]).detach()
 
     def _stage_step(self, stage: int, batch: int, capacity: int) -> StageStep:
         """The step buffers (and, on CUDA, the captured graph) for this stage and chunk shape, made once."""
@@ -117,24 +130,26 @@ class DiodeInverter:
         iters = cfg.stages.iterations[stage]
         step = self._stage_step(stage, x.shape[0], targets.shape[1])
         step.load(x, targets, torch.Generator(device=self.device).manual_seed(seed))
-        self.bn_loss.first_layer_scale[0] = 1.0 + cfg.loss.first_bn_coef[stage]
-        self.bn_loss.set_layer_weights(torch.ones(self.num_bn))
+        self.bn_loss.set_layer_weights(self._bn_weights(stage))
         fp = cfg.fp
         for t in range(iters):
             step.run()
             if progress is not None:
                 progress(stage)
-            if (t + 1) % cfg.job.log_every == 0 or t == iters - 1:
+            n = step0 + t + 1  # global iterations done
+            last = t == iters - 1 or fp.exits_after(n)
+            if (t + 1) % cfg.job.log_every == 0 or last:
                 values = dict(zip(LOSS_NAMES, step.losses.tolist()))
-                result.history.append({"stage": stage, "chunk": chunk, "step": t + 1, **values})
+                result.history.append({"stage": stage, "chunk": chunk, "step": t + 1, "last": last, **values})
                 if not all(math.isfinite(v) for v in values.values()):
                     result.failed = f"non-finite loss at stage {stage}, chunk {chunk}, step {t + 1}: {values}"
                     break
-            g = step0 + t
-            if fp.enabled and fp.warmup <= g < fp.stop and (g - fp.warmup) % fp.every == 0:
+            if fp.samples_after(n):
                 step.targets.copy_(sample_false_positives(
                     self.teacher, step.x.detach(), step.targets, fp.conf, fp.iou, fp.min_area, fp.max_area,
-                    fp.nms_iou, self.autocast_dtype))
+                    fp.nms_iou, self.autocast_dtype, fp.multi_label, fp.clip, fp.min_side))
+            if last:
+                break
         return step.x.detach().clone(), step.targets.clone()
 
     def invert(self, targets: torch.Tensor, seed: int, init: torch.Tensor | None = None,
@@ -144,6 +159,7 @@ class DiodeInverter:
         is a function of (config, seed) on a given device and backend."""
         st = self.cfg.stages
         b = targets.shape[0]
+        check_classes(targets, self.teacher.num_classes, "targets")
         targets = targets.to(self.device).float()
         if init is None:
             gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, -1))
@@ -170,7 +186,7 @@ class DiodeInverter:
                 break
             x, targets = torch.cat(chunks_x), torch.cat(chunks_t)
             step0 += st.iterations[stage]
-            last = [h for h in result.history if h["stage"] == stage and h["step"] == st.iterations[stage]]
+            last = [h for h in result.history if h["stage"] == stage and h["last"]]
             result.stage_losses.append({k: sum(h[k] for h in last) / len(last) for k in LOSS_NAMES})
             result.seconds.append(time.perf_counter() - start)
         result.images, result.targets = x.contiguous(), targets

@@ -62,12 +62,13 @@ def append_line(path: Path, entry: dict) -> None:
         f.flush()
 
 
-def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None, device) -> torch.Tensor:
-    size = cfg.stages.batch_size[0]
+def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None, num_classes: int,
+                  device) -> torch.Tensor:
+    size = cfg.batch_images
     if labels is not None:
         return labels.batch(batch, size, device)
     gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.job.seed, batch, -2))
-    return one_box_targets(size, cfg.teacher.num_classes, cfg.targets.capacity, gen, cfg.targets.min_size,
+    return one_box_targets(size, num_classes, cfg.targets.capacity, gen, cfg.targets.min_size,
                            cfg.targets.max_size)
 
 
@@ -159,11 +160,11 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
     labels = None
     if cfg.targets.sampler == "labels":
         labels = LabelTargets(cfg.targets.images or Path(cfg.targets.labels).parent / "images", cfg.targets.labels,
-                              cfg.targets.capacity, cfg.teacher.num_classes)
+                              cfg.targets.capacity, teacher.num_classes)
     inverter = DiodeInverter(teacher, cfg, device)
     extra = {**(extra or {}), **inverter.execution}
-    chunk_steps = [it * -(-cfg.stages.batch_size[0] // bs) for it, bs in
-                   zip(cfg.stages.iterations, cfg.stages.batch_size)]  # steps per stage over all chunks
+    chunk_steps = [it * -(-cfg.batch_images // bs) for it, bs in
+                   zip(cfg.run_iterations(), cfg.stages.batch_size)]  # steps per stage over all chunks
     steps_per_batch = sum(chunk_steps)
     bar = tqdm(total=len(todo) * steps_per_batch, unit="it", disable=not cfg.job.progress or rank != 0,
                desc=f"invert {len(todo)} batches")
@@ -172,7 +173,7 @@ def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_
         for batch in todo:
             seed = derive_seed(cfg.job.seed, batch)
             start = time.perf_counter()
-            result = inverter.invert(batch_targets(cfg, batch, labels, device), seed,
+            result = inverter.invert(batch_targets(cfg, batch, labels, teacher.num_classes, device), seed,
                                      progress=progress.for_batch(batch))
             entry = {"batch": batch, "seed": seed, "config_hash": chash, "rank": rank,
                      "seconds": result.seconds, "wall": time.perf_counter() - start,

@@ -39,31 +39,55 @@ class LabelTargets:
     coordinates on the square canvas."""
 
     def __init__(self, images: str | Path, labels: str | Path, capacity: int, num_classes: int):
-        self.dataset = DetectionDataset(images, labels, capacity=capacity, num_classes=num_classes)
+        dataset = DetectionDataset(images, labels, capacity=capacity, num_classes=num_classes)
         self.capacity = capacity
+        # read (and check: classes below num_classes, boxes in the image) every label once, before any step
+        self.boxes = [dataset.boxes(index) for index in range(len(dataset))]
 
     def batch(self, batch_id: int, batch_size: int, device=None) -> torch.Tensor:
         targets = empty_targets(batch_size, self.capacity)
         for i in range(batch_size):
-            index = (batch_id * batch_size + i) % len(self.dataset)
-            boxes = self.dataset.boxes(index)[: self.capacity]
+            boxes = self.boxes[(batch_id * batch_size + i) % len(self.boxes)][: self.capacity]
             targets[i, : len(boxes)] = boxes
         return targets.to(device)
+
+
+def check_classes(targets: torch.Tensor, num_classes: int, where: str) -> None:
+    """Reject a target class >= ``num_classes`` (the loss would see an all-zero class target). Reads the
+    classes on the host: call it where targets enter, never inside a step."""
+    cls = targets[..., 0]
+    bad = (cls >= num_classes).nonzero()
+    if len(bad):
+        index = tuple(bad[0].tolist())
+        raise ValueError(f"{where}: target {index} has class {int(cls[index])}, but the teacher has {num_classes} "
+                         f"classes (0..{num_classes - 1})")
+
+
+# The teacher's detections per image kept for Y_fp before filtering (the capacity applies after the filters).
+FP_CANDIDATES = 300
 
 
 @torch.no_grad()
 def sample_false_positives(teacher: Darknet, images: torch.Tensor, targets: torch.Tensor, conf: float = 0.2,
                            iou: float = 0.35, min_area: float = 0.01, max_area: float = 0.85,
-                           nms_iou: float = 0.45, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                           nms_iou: float = 0.5, autocast_dtype: torch.dtype | None = None,
+                           multi_label: bool = False, clip: str = "image", min_side: float = 0.0) -> torch.Tensor:
     """Y_fp: the teacher's confident predictions on the un-augmented images that overlap no current target
-    (max IoU < ``iou``) and cover (min_area, max_area) of the image, appended into free target rows (never
-    beyond the capacity). Runs outside the compiled step (NMS needs the host)."""
+    (max IoU < ``iou``) and cover (min_area, max_area) of the image, appended into free target rows, best
+    first: the filters run on every detection, then the best that fit the free rows are kept.
+
+    ``multi_label`` keeps every class above ``conf`` (one box can enter once per class, as the authors' code);
+    ``clip`` "image" clips boxes to the image and measures the area of the clipped box, "zero" clamps at 0
+    only and measures the unclipped box (the authors'); boxes with a side <= ``min_side`` pixels are dropped
+    before NMS (the authors: 2). Runs outside the compiled step (NMS needs the host)."""
+    if clip not in ("image", "zero"):
+        raise ValueError(f"clip={clip!r}: expected 'image' or 'zero'")
     b, _, h, w = images.shape
-    capacity = targets.shape[1]
     with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         preds = teacher(images)
-    detections = postprocess(preds, conf_thres=conf, iou_thres=nms_iou, max_det=capacity, model=teacher)
+    detections = postprocess(preds, conf_thres=conf, iou_thres=nms_iou, max_det=FP_CANDIDATES, model=teacher,
+                             multi_label=multi_label, min_wh=min_side)
     out = targets.clone()
     scale = torch.tensor([w, h, w, h], device=images.device, dtype=torch.float32)
     for i, det in enumerate(detections):
@@ -71,8 +95,10 @@ def sample_false_positives(teacher: Darknet, images: torch.Tensor, targets: torc
         free = (~valid).nonzero().flatten().tolist()
         if not free or det.numel() == 0:
             continue
-        boxes = (det[:, :4].float() / scale).clamp(0, 1)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        raw = det[:, :4].float() / scale
+        boxes = raw.clamp(0, 1) if clip == "image" else raw.clamp(min=0)
+        measured = boxes if clip == "image" else raw
+        area = (measured[:, 2] - measured[:, 0]) * (measured[:, 3] - measured[:, 1])
         keep = (area > min_area) & (area < max_area)
         if valid.any():
             keep &= box_iou(boxes, xywh_to_xyxy(out[i, valid, 1:5].float())).max(1).values < iou

@@ -34,9 +34,14 @@ def _select_layers(model: nn.Module, layers: LayerSelection) -> list[tuple[str, 
         chosen = all_bns
     elif isinstance(layers, str) and layers == "backbone":
         backbone = getattr(model, "backbone", None)
-        if not isinstance(backbone, nn.Module):
-            raise ValueError("layers='backbone': the model has no `backbone` submodule; pass layer names instead")
-        inside = {id(m) for m in backbone.modules()}
+        if isinstance(backbone, nn.Module):
+            parts = [backbone]
+        elif callable(getattr(model, "backbone_modules", None)):
+            parts = model.backbone_modules()
+        else:
+            raise ValueError("layers='backbone': the model has neither a `backbone` submodule nor "
+                             "`backbone_modules()`; pass layer names instead")
+        inside = {id(m) for part in parts for m in part.modules()}
         chosen = [(n, m) for n, m in all_bns if id(m) in inside]
     elif isinstance(layers, str):
         raise ValueError(f"layers={layers!r}: expected 'all', 'backbone', a list of BatchNorm names or a predicate")
@@ -81,16 +86,23 @@ class BNStatLoss(nn.Module):
 
     Args:
         model: any module containing BatchNorm layers (their running statistics are the targets).
-        layers: ``"all"``, ``"backbone"`` (the BN layers under ``model.backbone``), a list of layer names,
-            or a predicate ``(name, module) -> bool``.
+        layers: ``"all"``, ``"backbone"`` (the BN layers under ``model.backbone``, or in
+            ``model.backbone_modules()``: Darknet-53's 52 for yolov3/-spp, see
+            :meth:`fastdiode.models.Darknet.backbone_layers`), a list of layer names, or a predicate
+            ``(name, module) -> bool``.
         p: norm order of ||mu - running_mean||_p and ||var - running_var||_p.
-        first_bn_coef: the first selected layer's weight is ``1 + first_bn_coef``.
+        first_bn_coef: the first selected layer's weight is ``1 + first_bn_coef``. The authors' inversion
+            objective is ``a_bn * sum_l r_l + c_first * r_0`` (the first-layer term outside the ``a_bn``
+            scale); ``a_bn * BNStatLoss(first_bn_coef=c_first / a_bn)()`` is that objective. The inversion
+            engine keeps ``first_bn_coef=0`` and adds ``c_first * loss.first_layer_value`` itself.
         layer_weights: initial per-layer weights (default ones); change later with :meth:`set_layer_weights`.
         alpha_mean, alpha_var: weights of the mean and variance terms.
         backend: ``auto`` / ``triton`` / ``torch`` / ``reference`` (see :mod:`fastdiode.runtime.backend`).
         fuse: fuse BN + activation + statistics on blocks that offer a ``stat_tap`` (same values, one pass).
 
-    Use as a context manager, or call :meth:`remove`, to take the hooks off the model.
+    After a call, :attr:`layer_values` holds the detached per-layer r_l and :attr:`first_layer_value` the first
+    selected layer's r_0 with its graph (for a term weighted apart from the others). Use as a context manager,
+    or call :meth:`remove`, to take the hooks off the model.
     """
 
     def __init__(
@@ -119,6 +131,7 @@ class BNStatLoss(nn.Module):
             self.set_layer_weights(layer_weights)
         self._values: list[torch.Tensor | None] = [None] * n
         self.layer_values: torch.Tensor | None = None
+        self.first_layer_value: torch.Tensor | None = None
         self._handles = []
         self._tapped: list[nn.Module] = []
         blocks = _tap_blocks(model) if fuse else {}
@@ -176,6 +189,7 @@ class BNStatLoss(nn.Module):
         values = torch.stack(self._values)
         self._values = [None] * len(self._values)
         self.layer_values = values.detach()
+        self.first_layer_value = values[0]
         weights = (self.layer_weights * self.first_layer_scale).to(values.device)
         return (values * weights).sum()
 

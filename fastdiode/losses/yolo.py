@@ -6,7 +6,8 @@ p_xy = sigmoid(t_xy), p_wh = exp(t_wh) * anchor (exp clamped at 1e3).
 
     L_box = sum_s mean over matches (1 - GIoU)
     L_obj = sum_s BCE-with-logits mean over all cells (1 at matched cells, 0 elsewhere)
-    L_cls = sum_s BCE-with-logits mean over matches x classes (one-hot)
+    L_cls = sum_s BCE-with-logits mean over matches x classes (one-hot); 0 for a one-class model, whose
+            objectness already says everything (the authors' code skips it too)
     L_det = 3.54 L_box + 64.3 L_obj + 37.4 L_cls
 
 Every (image, target, anchor) triple is evaluated and masked, so shapes never depend on the data: no
@@ -75,9 +76,10 @@ def yolo_loss(
         l_box = l_box + ((1.0 - giou) * m).sum() / n
         tobj = torch.zeros_like(p[..., 4]).index_put((bi, ai, gj, gi), m, accumulate=True).clamp(max=1.0)
         l_obj = l_obj + F.binary_cross_entropy_with_logits(p[..., 4], tobj)
-        classes = torch.arange(head.num_classes, device=p.device)
-        tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand(b, k, a, head.num_classes)
-        bce = F.binary_cross_entropy_with_logits(ps[..., 5:], tcls, reduction="none").mean(-1)
-        l_cls = l_cls + (bce * m).sum() / n
+        if head.num_classes > 1:
+            classes = torch.arange(head.num_classes, device=p.device)
+            tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand(b, k, a, head.num_classes)
+            bce = F.binary_cross_entropy_with_logits(ps[..., 5:], tcls, reduction="none").mean(-1)
+            l_cls = l_cls + (bce * m).sum() / n
     total = weights[0] * l_box + weights[1] * l_obj + weights[2] * l_cls
     return total, torch.stack([l_box, l_obj, l_cls]).detach()

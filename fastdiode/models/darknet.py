@@ -175,6 +175,22 @@ class Darknet(nn.Module):
                 saved[i] = x
         return outputs
 
+    def backbone_layers(self) -> int:
+        """How many leading layers form the backbone: every layer before the first 1x1 convolution of the run of
+        convolutions, max-pools and routes that leads into the first YOLO layer. Darknet-53 (yolov3, yolov3-spp):
+        layers 0-74 with its 52 BN convolutions (the authors' ``module_list[0:74]``); yolov3-tiny: layers 0-12
+        (7 convolutions, up to the 1024-channel one); yolo-micro: every layer before its first 1x1 convolution."""
+        first_head = next(i for i, spec in enumerate(self.layer_specs) if spec["type"] == "yolo")
+        start = first_head
+        while start > 0 and self.layer_specs[start - 1]["type"] in ("convolutional", "maxpool", "route"):
+            start -= 1
+        return next((i for i in range(start, first_head) if self.layer_specs[i]["type"] == "convolutional"
+                     and self.layer_specs[i]["size"] == 1), start)
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The backbone's blocks (see :meth:`backbone_layers`)."""
+        return list(self.blocks[: self.backbone_layers()])
+
     def conv_blocks(self) -> list[ConvBlock]:
         """The conv layers in darknet order: the order of their parameters in a .weights file."""
         return [b for b in self.blocks if isinstance(b, ConvBlock)]

@@ -56,18 +56,22 @@ def postprocess(
     model: Darknet | None = None,
     multi_label: bool = False,
     max_candidates: int = 10000,
+    min_wh: float = 0.0,
 ) -> list[torch.Tensor]:
     """Per image, a (n, 6) tensor ``x1, y1, x2, y2, score, class`` (pixels), best first.
 
     ``preds`` is either the raw head maps (then ``model`` supplies anchors and strides) or :func:`decode`'s
     output. Score = objectness x class probability; ``multi_label`` keeps every class above ``conf_thres``
-    (the COCO-eval setting), otherwise only each box's best class."""
+    (the COCO-eval setting), otherwise only each box's best class. Boxes with a side <= ``min_wh`` pixels are
+    dropped before NMS."""
     if isinstance(preds, (list, tuple)):
         if model is None:
             raise ValueError("postprocess: raw head maps need model= for their anchors and strides")
         preds = decode(list(preds), model)
     results = []
     for p in preds:
+        if min_wh > 0:
+            p = p[((p[:, 2:4] - p[:, :2]) > min_wh).all(1)]
         scores = p[:, 4:5] * p[:, 5:]
         if multi_label:
             box_i, cls = (scores > conf_thres).nonzero(as_tuple=True)

@@ -1,4 +1,4 @@
-"""Device and backend selection shared by every layer."""
+"""Device, run settings, distributed setup and backend selection shared by every layer."""
 from fastdiode.runtime.backend import (
     BACKENDS,
     compiled,
@@ -9,13 +9,20 @@ from fastdiode.runtime.backend import (
     set_compile,
     triton_importable,
 )
+from fastdiode.runtime.device import autocast_dtype, compile_enabled, resolve_device
+from fastdiode.runtime.distributed import RunContext, run_context
 
 __all__ = [
     "BACKENDS",
+    "RunContext",
+    "autocast_dtype",
+    "compile_enabled",
     "compiled",
     "get_backend",
     "interpreter_enabled",
     "resolve_backend",
+    "resolve_device",
+    "run_context",
     "set_backend",
     "set_compile",
     "triton_importable",

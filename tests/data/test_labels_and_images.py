@@ -20,7 +20,7 @@ def test_yolo_labels_round_trip(tmp_path):
     ("0 0.5 0.5 0.2", "a.txt:2: expected 'class xc yc w h'"),
     ("1.5 0.5 0.5 0.2 0.2", "a.txt:2: expected"),
     ("0 1.5 0.5 0.2 0.2", "a.txt:2: box .* outside"),
-    ("9 0.5 0.5 0.2 0.2", "a.txt:2: class 9 is not below num_classes=5"),
+    ("9 0.5 0.5 0.2 0.2", "a.txt:2: class 9 is not below the model's 5 classes"),
 ])
 def test_yolo_label_errors_name_file_and_line(tmp_path, line, match):
     (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n" + line + "\n")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from distill_helpers import train_args
-from fastdiode.cli import build_student, main
+from fastdiode.cli import main
+from fastdiode.loading import build_student
 from fastdiode.config import ConfigError, load_config
 from fastdiode.distill import TrainConfig, run_training
 from fastdiode.models import load

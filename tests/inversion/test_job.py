@@ -99,10 +99,10 @@ def test_failed_batch_is_recorded_and_the_job_goes_on(tmp_path, teacher_path):
     ("teacher.weights=", "teacher.weights: expected str, got None"),
     ("teacher.weights=missing.safetensors", "missing.json: no such file"),
     ("stages.batch_size=[4]", "stages.batch_size: 1 values"),
-    ("job.device=cuda", "CUDA was requested"),
+    ("run.device=cuda", "CUDA was requested"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, teacher_path, override, message, capsys):
-    if override == "job.device=cuda" and __import__("torch").cuda.is_available():
+    if override == "run.device=cuda" and __import__("torch").cuda.is_available():
         pytest.skip("a CUDA device is present")
     assert main(["invert", *job_args(teacher_path, tmp_path / "out"), override]) == 2
     assert message in capsys.readouterr().err
@@ -145,7 +145,7 @@ def test_compiled_teacher_gives_the_eager_losses(teacher_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     results = []
     for mode in ("false", "true"):
-        inverter = DiodeInverter(load(teacher_path), tiny_config("stages.iterations=[2,1]", f"job.compile={mode}",
+        inverter = DiodeInverter(load(teacher_path), tiny_config("stages.iterations=[2,1]", f"run.compile={mode}",
                                                                  "job.log_every=1"))
         results.append(inverter.invert(one_box_targets(4, 4, 4, torch.Generator().manual_seed(0)), 0))
         inverter.close()

@@ -82,7 +82,7 @@ def test_layer_selection():
     assert chosen == ["backbone.4", "head.1"]
     with pytest.raises(ValueError, match="head.9"):
         BNStatLoss(model, layers=["head.9"])
-    with pytest.raises(ValueError, match="no `backbone`"):
+    with pytest.raises(ValueError, match="neither a `backbone` submodule"):
         BNStatLoss(model.head, layers="backbone")
     with pytest.raises(ValueError, match="selects no BatchNorm"):
         BNStatLoss(nn.Conv2d(1, 1, 1))

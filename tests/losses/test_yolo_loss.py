@@ -88,3 +88,15 @@ def test_compiles_with_fullgraph(model):
     g2 = torch.autograd.grad(eager, preds)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
+
+
+def test_one_class_model_has_no_class_term():
+    """As the authors' code: with one class, objectness says it all; the class logits get no gradient."""
+    one = build_model("yolo-micro", num_classes=1, width=0.125).eval().requires_grad_(False)
+    targets = TARGETS.clone()
+    targets[..., 0] = torch.where(targets[..., 0] >= 0, 0.0, -1.0)
+    preds = [p.requires_grad_(True) for p in (torch.randn(2, 3, g, g, 6) for g in (4, 8))]
+    total, (l_box, l_obj, l_cls) = yolo_loss(preds, targets, one)
+    assert l_cls == 0 and total.item() == pytest.approx((3.54 * l_box + 64.3 * l_obj).item())
+    total.backward()
+    assert all(p.grad[..., 5:].abs().sum() == 0 for p in preds) and preds[0].grad[..., 4].abs().sum() > 0

@@ -1,0 +1,92 @@
+"""Detectors from what a user names: a checkpoint or darknet weights file, a teacher config section, the
+student of a training config. Shared by the commands, the demo, the benchmarks and the tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fastdiode import models
+from fastdiode.config import TeacherConfig
+from fastdiode.models.darknet import Darknet
+
+COCO_CLASSES = 80  # a darknet .weights file without a stated class count is taken as COCO's
+
+
+def build_detector(model: str | None, cfg: str | None, num_classes: int = COCO_CLASSES,
+                   width: float | None = None, depth: int | None = None, **kwargs) -> Darknet:
+    """A built-in architecture (``width``/``depth`` scale yolo-micro) or one from a darknet ``cfg``."""
+    if cfg:
+        return models.from_cfg(cfg)
+    variant = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
+    return models.build_model(model, num_classes=num_classes, **variant, **kwargs)
+
+
+def load_detector(weights: str | Path, model: str | None = None, cfg: str | None = None,
+                  num_classes: int | None = None, width: float | None = None, depth: int | None = None) -> Darknet:
+    """A fastdiode checkpoint (NAME.safetensors + NAME.json), or a darknet .weights file with the built-in
+    ``model`` or the darknet ``cfg`` it belongs to."""
+    path = Path(weights)
+    if path.suffix == ".weights":
+        if (model is None) == (cfg is None):
+            raise ValueError(f"--weights {path}: a darknet .weights file needs exactly one of --model or --cfg")
+        net = build_detector(model, cfg, num_classes or COCO_CLASSES, width, depth)
+        return models.load_darknet_weights(net, path)
+    if model or cfg:
+        raise ValueError(f"--weights {path}: a fastdiode checkpoint carries its own architecture; drop --model/--cfg")
+    net = models.load(path)
+    if num_classes is not None and net.num_classes != num_classes:
+        raise ValueError(f"{path}: {net.num_classes} classes, but {num_classes} were asked for")
+    return net
+
+
+def randomized_detector(model: str | None, cfg: str | None, num_classes: int = COCO_CLASSES, seed: int = 0,
+                        width: float | None = None, depth: int | None = None) -> Darknet:
+    """A detector with random weights and random BN statistics: for benchmarking speed only."""
+    torch.manual_seed(seed)
+    net = build_detector(model, cfg, num_classes, width, depth)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def load_teacher(teacher: TeacherConfig) -> tuple[Darknet, list[str], str]:
+    """(teacher, class names, a stamp saying where it came from) of a ``teacher`` config section."""
+    weights = teacher.weights
+    if not weights:
+        raise ValueError("teacher.weights: required: a darknet .weights file, a fastdiode checkpoint, or 'random' "
+                         "(random weights, for benchmarking only)")
+    if weights == "random":
+        net = randomized_detector(teacher.model, teacher.cfg, teacher.num_classes or COCO_CLASSES,
+                                  width=teacher.width, depth=teacher.depth)
+        stamp = "random weights and BN statistics (benchmarking only; the images mean nothing)"
+    else:
+        darknet = Path(weights).suffix == ".weights"
+        try:
+            net = load_detector(weights, teacher.model if darknet and not teacher.cfg else None,
+                                teacher.cfg if darknet else None, teacher.num_classes,
+                                teacher.width if darknet else None, teacher.depth if darknet else None)
+        except ValueError as e:
+            raise ValueError(f"teacher: {e}") from None
+        stamp = str(weights)
+    names = getattr(net, "class_names", None) or [str(i) for i in range(net.num_classes)]
+    return net, names, stamp
+
+
+def build_student(cfg, teacher: Darknet | None) -> Darknet:
+    """The student of a training config (``cfg.student``), initialised from ``train.seed``. A distillation
+    student takes the teacher's classes and anchors unless the config sets them, so the head layouts match."""
+    sc = cfg.student
+    torch.manual_seed(cfg.train.seed)
+    if sc.init:
+        return models.load(sc.init)
+    if sc.cfg:
+        return models.from_cfg(sc.cfg)
+    anchors = sc.anchors
+    if anchors is None and teacher is not None:
+        anchors = next(spec["anchors"] for spec in teacher.layer_specs if spec["type"] == "yolo")
+    classes = teacher.num_classes if teacher is not None else sc.num_classes
+    return build_detector(sc.model, None, classes, sc.width, sc.depth, anchors=anchors,
+                          input_size=cfg.train.img_size)
