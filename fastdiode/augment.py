@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from fastdiode.ops._common import require_float, require_rank
+from fastdiode.ops.tensor_checks import require_float, require_rank
 from fastdiode.ops.augment import gather_affine_mask
 
 __all__ = ["AugmentParams", "DiodeAugment", "augment_boxes", "augment_images", "diode_augment",

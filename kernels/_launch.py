@@ -12,6 +12,6 @@ def check_float(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {x.dtype}")
 
 
-def pow2_at_most(n: int, cap: int) -> int:
-    """The smallest power of two >= n, capped at ``cap``."""
+def next_pow2_capped(n: int, cap: int) -> int:
+    """The next power of two at least n (a block size covering n), but no more than ``cap``."""
     return min(triton.next_power_of_2(max(int(n), 1)), cap)

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_float, pow2_at_most
+from ._launch import check_float, next_pow2_capped
 
 
 @triton.jit
@@ -71,8 +71,8 @@ def gather_affine_mask(
     check_float(x, "x")
     N, C, H, W = x.shape
     out = torch.empty_like(x) if out is None else out
-    bw = pow2_at_most(W, 128)
-    bh = pow2_at_most(H, max(2048 // bw, 1))
+    bw = next_pow2_capped(W, 128)
+    bh = next_pow2_capped(H, max(2048 // bw, 1))
     grid = (N * C, triton.cdiv(H, bh), triton.cdiv(W, bw))
     i32 = dict(dtype=torch.int32)
     _gather_kernel[grid](

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_float, pow2_at_most
+from ._launch import check_float, next_pow2_capped
 
 
 @triton.jit
@@ -92,10 +92,10 @@ def _affine_grad_kernel(
 def _tiles(C: int, S: int, stride_c: int) -> tuple[int, int]:
     """Tile (BLOCK_S, BLOCK_C): long along whichever of S and C is contiguous in memory."""
     if stride_c == 1 and C > 1:
-        block_c = pow2_at_most(C, 64)
-        return pow2_at_most(S, max(2048 // block_c, 1)), block_c
-    block_s = pow2_at_most(S, 1024)
-    return block_s, pow2_at_most(C, max(2048 // block_s, 1))
+        block_c = next_pow2_capped(C, 64)
+        return next_pow2_capped(S, max(2048 // block_c, 1)), block_c
+    block_s = next_pow2_capped(S, 1024)
+    return block_s, next_pow2_capped(C, max(2048 // block_s, 1))
 
 
 def moments(x: torch.Tensor, shift: torch.Tensor, act: tuple | None = None,

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_float, pow2_at_most
+from ._launch import check_float, next_pow2_capped
 
 
 @triton.jit
@@ -117,8 +117,8 @@ def _tv_grad_kernel(
 
 
 def _blocks(H: int, W: int) -> tuple[int, int]:
-    block_w = pow2_at_most(W, 128)
-    return pow2_at_most(H, max(2048 // block_w, 1)), block_w
+    block_w = next_pow2_capped(W, 128)
+    return next_pow2_capped(H, max(2048 // block_w, 1)), block_w
 
 
 def tv_sums(x: torch.Tensor) -> torch.Tensor:

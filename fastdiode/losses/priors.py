@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastdiode.ops._common import upcast
+from fastdiode.ops.tensor_checks import upcast
 from fastdiode.ops.tv import tv_prior
 
 __all__ = ["TVPrior", "image_norm_prior", "tv_prior"]

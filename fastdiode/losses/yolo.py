@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from fastdiode.models.boxes import generalized_iou, wh_iou, xywh_to_xyxy
 from fastdiode.models.darknet import Darknet
-from fastdiode.ops._common import upcast
+from fastdiode.ops.tensor_checks import upcast
 
 __all__ = ["yolo_loss"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from fastdiode.ops._common import require_float, require_rank, upcast
+from fastdiode.ops.tensor_checks import require_float, require_rank, upcast
 from fastdiode.runtime.backend import compiled, resolve_backend
 
 
@@ -117,7 +117,7 @@ _reference_compiled = compiled(gather_affine_mask_reference)
 
 
 @torch.library.custom_op("fastdiode::gather_affine_mask", mutates_args=())
-def _gather_kernel(
+def _gather_triton(
     x: torch.Tensor,
     shift_y: torch.Tensor,
     shift_x: torch.Tensor,
@@ -132,7 +132,7 @@ def _gather_kernel(
     return launch(x, shift_y, shift_x, flip, gain, bias, erase, adjoint)
 
 
-@_gather_kernel.register_fake
+@_gather_triton.register_fake
 def _(x, shift_y, shift_x, flip, gain, bias, erase, adjoint):
     return torch.empty_like(x)
 
@@ -145,13 +145,13 @@ class GatherAffineMask(torch.autograd.Function):
     def forward(ctx, x, shift_y, shift_x, flip, gain, bias, erase, use_triton: bool):
         ctx.use_triton = use_triton
         ctx.save_for_backward(shift_y, shift_x, flip, gain, bias, erase)
-        op = _gather_kernel if use_triton else _gather_host
+        op = _gather_triton if use_triton else _gather_host
         return op(x, shift_y, shift_x, flip, gain, bias, erase, False)
 
     @staticmethod
     def backward(ctx, grad):
         params = ctx.saved_tensors
-        op = _gather_kernel if ctx.use_triton else _gather_host
+        op = _gather_triton if ctx.use_triton else _gather_host
         return op(grad, *params, True), None, None, None, None, None, None, None
 
 

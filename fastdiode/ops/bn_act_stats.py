@@ -12,8 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastdiode.ops._common import require_float, upcast
-from fastdiode.ops.bn_stats import _as_ncs, _loss_from_moments, _validate, bn_stat_loss_reference, shifted_moment_sums
+from fastdiode.ops.tensor_checks import require_float, upcast
+from fastdiode.ops.bn_stats import (
+    as_ncs,
+    bn_stat_loss_reference,
+    check_bn_inputs,
+    loss_from_moments,
+    shifted_moment_sums,
+)
 from fastdiode.runtime.backend import compiled, resolve_backend
 
 
@@ -59,7 +65,7 @@ _grad_compiled = compiled(_bn_act_grad_torch)
 
 
 @torch.library.custom_op("fastdiode::bn_act_moments", mutates_args=())
-def _moments_kernel(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+def _bn_act_moments_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
                     slope: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from fastdiode.kernels.bn_stats import moments
 
@@ -68,21 +74,21 @@ def _moments_kernel(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, b
     return y, dmean, var
 
 
-@_moments_kernel.register_fake
+@_bn_act_moments_triton.register_fake
 def _(x, shift, scale, bias, slope):
     c = x.shape[1]
     return torch.empty_like(x), x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastdiode::bn_act_grad", mutates_args=())
-def _grad_kernel(x: torch.Tensor, gy: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor,
+def _bn_act_grad_triton(x: torch.Tensor, gy: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor,
                  scale: torch.Tensor, bias: torch.Tensor, slope: float) -> torch.Tensor:
     from fastdiode.kernels.bn_stats import affine_grad
 
     return affine_grad(x, gm, beta, mu, act=(gy, scale, bias, slope))
 
 
-@_grad_kernel.register_fake
+@_bn_act_grad_triton.register_fake
 def _(x, gy, gm, beta, mu, scale, bias, slope):
     return torch.empty_like(x)
 
@@ -94,7 +100,7 @@ class BNActMoments(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, slope: float,
                 use_triton: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, dmean, var = (_moments_kernel if use_triton else _moments_compiled)(x, shift, scale, bias, slope)
+        y, dmean, var = (_bn_act_moments_triton if use_triton else _moments_compiled)(x, shift, scale, bias, slope)
         ctx.slope, ctx.use_triton = slope, use_triton
         ctx.save_for_backward(x, shift, scale, bias, dmean)
         return y, dmean, var
@@ -107,7 +113,7 @@ class BNActMoments(torch.autograd.Function):
         g_mean = torch.zeros_like(dmean) if g_mean is None else g_mean
         g_var = torch.zeros_like(dmean) if g_var is None else g_var
         mu = shift.to(dmean.dtype) + dmean
-        grad = _grad_kernel if ctx.use_triton else _grad_compiled
+        grad = _bn_act_grad_triton if ctx.use_triton else _grad_compiled
         dx = grad(x, g_y, g_mean / count, 2.0 * g_var / count, mu, scale, bias, ctx.slope)
         return dx, None, None, None, None, None
 
@@ -119,15 +125,15 @@ def bn_act_stat_loss(x: torch.Tensor, running_mean: torch.Tensor, running_var: t
     """(leaky(eval-mode BN(x), slope), BN-statistics loss r_l of x) for x (N, C, *spatial); the loss is a
     0-dim fp32 tensor. Gradients flow to x only: the BN parameters are treated as constants (the fused path of
     a frozen teacher), so pass parameters that require grad to the reference instead."""
-    _validate(x, running_mean, running_var, p)
+    check_bn_inputs(x, running_mean, running_var, p)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             require_float(t, name)
     choice = resolve_backend("bn_act_stat_loss", backend, x)
-    x3 = _as_ncs(x)
+    x3 = as_ncs(x)
     if choice == "reference" or x3 is None:
         return bn_act_stat_loss_reference(x, running_mean, running_var, weight, bias, eps, slope, p, alpha_mean,
                                           alpha_var)
     scale, shift = fold_batch_norm(running_mean, running_var, weight, bias, eps)
     y, dmean, var = BNActMoments.apply(x3, running_mean, scale, shift, float(slope), choice == "triton")
-    return y.view_as(x), _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)
+    return y.view_as(x), loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from fastdiode.ops._common import require_float, require_rank, require_same_device, require_vector, upcast
+from fastdiode.ops.tensor_checks import require_float, require_rank, require_same_device, require_vector, upcast
 from fastdiode.runtime.backend import compiled, resolve_backend
 
 
@@ -21,7 +21,7 @@ def _reduce_dims(x: torch.Tensor) -> list[int]:
     return [0, *range(2, x.dim())]
 
 
-def _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var) -> torch.Tensor:
+def loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var) -> torch.Tensor:
     return alpha_mean * torch.linalg.vector_norm(dmean, p) + alpha_var * torch.linalg.vector_norm(
         var - running_var.to(var.dtype), p
     )
@@ -57,7 +57,7 @@ def bn_stat_loss_reference(
 ) -> torch.Tensor:
     """The specification in plain torch (autograd gives the gradient)."""
     dmean, var = _shifted_moments(x, running_mean)
-    return _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)
+    return loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)
 
 
 def _affine_grad_torch(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -71,26 +71,26 @@ _affine_grad_compiled = compiled(_affine_grad_torch)
 
 
 @torch.library.custom_op("fastdiode::bn_moments", mutates_args=())
-def _moments_kernel(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _moments_triton(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     from fastdiode.kernels.bn_stats import moments
 
     return moments(x, shift)
 
 
-@_moments_kernel.register_fake
+@_moments_triton.register_fake
 def _(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c = x.shape[1]
     return x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastdiode::bn_moments_grad", mutates_args=())
-def _affine_grad_kernel(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+def _affine_grad_triton(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     from fastdiode.kernels.bn_stats import affine_grad
 
     return affine_grad(x, gm, beta, mu)
 
 
-@_affine_grad_kernel.register_fake
+@_affine_grad_triton.register_fake
 def _(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
@@ -101,7 +101,7 @@ class BNMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, shift: torch.Tensor, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        dmean, var = (_moments_kernel if use_triton else _moments_compiled)(x, shift)
+        dmean, var = (_moments_triton if use_triton else _moments_compiled)(x, shift)
         ctx.use_triton = use_triton
         ctx.save_for_backward(x, shift, dmean)
         return dmean, var
@@ -113,11 +113,11 @@ class BNMoments(torch.autograd.Function):
         g_mean = torch.zeros_like(dmean) if g_mean is None else g_mean
         g_var = torch.zeros_like(dmean) if g_var is None else g_var
         mu = shift.to(dmean.dtype) + dmean
-        grad = _affine_grad_kernel if ctx.use_triton else _affine_grad_compiled
+        grad = _affine_grad_triton if ctx.use_triton else _affine_grad_compiled
         return grad(x, g_mean / count, 2.0 * g_var / count, mu), None, None
 
 
-def _as_ncs(x: torch.Tensor) -> torch.Tensor | None:
+def as_ncs(x: torch.Tensor) -> torch.Tensor | None:
     """View x (N, C, *spatial) as (N, C, S) without copying; None when the spatial strides do not merge."""
     n, c = x.shape[:2]
     if x.dim() == 2:
@@ -128,7 +128,7 @@ def _as_ncs(x: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _validate(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, p: float) -> None:
+def check_bn_inputs(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, p: float) -> None:
     require_float(x, "x")
     require_rank(x, "x", (2, 3, 4, 5), "(N, C, *spatial)")
     c = x.shape[1]
@@ -153,10 +153,10 @@ def bn_stat_loss(
 
     Any float dtype and layout (NCHW or channels_last); statistics accumulate in fp32; no host sync.
     """
-    _validate(x, running_mean, running_var, p)
+    check_bn_inputs(x, running_mean, running_var, p)
     choice = resolve_backend("bn_stat_loss", backend, x)
-    x3 = _as_ncs(x)
+    x3 = as_ncs(x)
     if choice == "reference" or x3 is None:
         return bn_stat_loss_reference(x, running_mean, running_var, p, alpha_mean, alpha_var)
     dmean, var = BNMoments.apply(x3, running_mean, choice == "triton")
-    return _loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)
+    return loss_from_moments(dmean, var, running_var, p, alpha_mean, alpha_var)

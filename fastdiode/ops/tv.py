@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastdiode.ops._common import require_float, require_rank, upcast
+from fastdiode.ops.tensor_checks import require_float, require_rank, upcast
 from fastdiode.runtime.backend import compiled, resolve_backend
 
 
@@ -78,25 +78,25 @@ _grad_compiled = compiled(_tv_grad_torch, dynamic=False)
 
 
 @torch.library.custom_op("fastdiode::tv_sums", mutates_args=())
-def _sums_kernel(x: torch.Tensor) -> torch.Tensor:
+def _tv_sums_triton(x: torch.Tensor) -> torch.Tensor:
     from fastdiode.kernels.tv import tv_sums
 
     return tv_sums(x)
 
 
-@_sums_kernel.register_fake
+@_tv_sums_triton.register_fake
 def _(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(8, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastdiode::tv_grad", mutates_args=())
-def _grad_kernel(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def _tv_grad_triton(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     from fastdiode.kernels.tv import tv_grad
 
     return tv_grad(x, coef)
 
 
-@_grad_kernel.register_fake
+@_tv_grad_triton.register_fake
 def _(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
@@ -109,7 +109,7 @@ class TVPriorFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.use_triton, ctx.dtype, ctx.counts = use_triton, x.dtype, _counts(x)
         if use_triton:
-            saved, sums = x, _sums_kernel(x)
+            saved, sums = x, _tv_sums_triton(x)
         else:
             saved = F.pad(upcast(x), (1, 1, 1, 1))
             ctx.masks = _boundary_masks(x.shape[2], x.shape[3], x.device, saved.dtype)
@@ -127,7 +127,7 @@ class TVPriorFn(torch.autograd.Function):
         per_l2 = torch.where(norms > 0, g_l2 / torch.where(norms > 0, norms, 1.0), 0.0)
         coef = torch.cat([per_l1, per_l2])
         if ctx.use_triton:
-            return _grad_kernel(saved, coef), None
+            return _tv_grad_triton(saved, coef), None
         return _grad_compiled(saved, coef, *ctx.masks, ctx.dtype), None
 
 

@@ -1,4 +1,5 @@
-"""Shared by the ops: argument validation (one clear ValueError naming the argument) and dtype policy."""
+"""Argument checks on tensors (one clear ValueError naming the argument) and the accumulation dtype policy,
+shared by the ops and the losses."""
 from __future__ import annotations
 
 import torch
