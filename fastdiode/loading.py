@@ -85,7 +85,7 @@ def build_student(cfg, teacher: Darknet | None) -> Darknet:
     if sc.cfg:
         return models.from_cfg(sc.cfg)
     anchors = sc.anchors
-    if anchors is None and teacher is not None:
+    if anchors is None and teacher is not None and hasattr(teacher, "layer_specs"):
         anchors = next(spec["anchors"] for spec in teacher.layer_specs if spec["type"] == "yolo")
     classes = teacher.num_classes if teacher is not None else sc.num_classes
     return build_detector(sc.model, None, classes, sc.width, sc.depth, anchors=anchors,

@@ -22,8 +22,7 @@ from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_inversio
 from fastdiode.distill.curves import plot_comparison
 from fastdiode.distill.trainer import STATE, run_training
 from fastdiode.models import load
-from fastdiode.models.darknet import Darknet
-from fastdiode.models.postprocess import postprocess
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 
 log = logging.getLogger("fastdiode")
@@ -37,7 +36,7 @@ def _cached(path: Path, make) -> dict:
     return value
 
 
-def evaluate_teacher(teacher: Darknet, val: Path, device: torch.device) -> dict:
+def evaluate_teacher(teacher: Detector, val: Path, device: torch.device) -> dict:
     from fastdiode.eval import coco_map
 
     return coco_map(teacher, val / "images", val / "annotations.json", batch_size=64, device=device,
@@ -95,14 +94,14 @@ def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Pa
 
 
 @torch.no_grad()
-def predictions_grid(teacher: Darknet, image_dir: Path, path: Path, n: int = 16) -> None:
+def predictions_grid(teacher: Detector, image_dir: Path, path: Path, n: int = 16) -> None:
     """The teacher's detections (confidence > 0.3) on the first ``n`` images of a folder."""
     files = sorted(image_dir.glob("*.png"))[:n]
     if not files:
         return
     images = torch.stack([read_image(f) for f in files])
     size = images.shape[-1]
-    dets = postprocess(teacher.eval()(images), 0.3, 0.45, 16, model=teacher)
+    dets = teacher.detect(teacher.eval()(images), 0.3, 0.45, 16)
     boxes = torch.full((len(files), 16, 5), -1.0)
     for i, d in enumerate(dets):
         xyxy = d[:, :4] / size

@@ -1,5 +1,6 @@
 """One trainer for mimic-learning distillation (``fastdiode distill``) and plain detector training
-(``fastdiode train``): loss = a_distill * L_mimic(student, frozen teacher, same batch) + a_label * yolo_loss.
+(``fastdiode train``): loss = a_distill * L_mimic(student, frozen teacher, same batch) + a_label * the student's
+task loss (the YOLO loss for fastdiode's detectors; any :class:`fastdiode.models.detector.Detector` trains).
 
 A run writes into ``train.out``: ``metrics.jsonl`` (train metrics every ``log_every`` steps and every
 evaluation), ``last`` / ``best`` checkpoints (the evaluated model: the EMA when on), ``state.pt`` (student,
@@ -24,9 +25,9 @@ from fastdiode.distill.config import TrainConfig
 from fastdiode.distill.curves import plot_curves
 from fastdiode.distill.ema import ModelEMA
 from fastdiode.distill.sync_bn import convert_sync_batchnorm
-from fastdiode.losses import mimic_loss, yolo_loss
+from fastdiode.losses import mimic_loss
 from fastdiode.models import checkpoint
-from fastdiode.models.darknet import Darknet
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.files import atomic_write
 from fastdiode.runtime.schedule import lr_at
@@ -39,7 +40,7 @@ class Trainer:
     """Trains ``student`` (and mimics ``teacher`` when given) as ``cfg`` says, on ``device``, as rank
     ``rank`` of ``world`` (DDP when world > 1; the process group must already be up)."""
 
-    def __init__(self, cfg: TrainConfig, student: Darknet, teacher: Darknet | None, device: torch.device,
+    def __init__(self, cfg: TrainConfig, student: Detector, teacher: Detector | None, device: torch.device,
                  class_names: list[str], rank: int = 0, world: int = 1, progress: bool = True):
         self.cfg, self.device, self.rank, self.world, self.progress = cfg, device, rank, world, progress
         self.class_names = class_names
@@ -88,7 +89,7 @@ class Trainer:
                     target = self.teacher(images)
                 mimic = mimic_loss(preds, target)
             if label_weight > 0:
-                label, _ = yolo_loss(preds, boxes, self.student)
+                label, _ = self.student.task_loss(preds, boxes)
         total = distill * mimic + label_weight * label
         return total, torch.stack([mimic, label]).detach()
 
@@ -113,7 +114,7 @@ class Trainer:
 
     # ---- model to evaluate, checkpoints, state ----------------------------------------------------------
     @property
-    def eval_model(self) -> Darknet:
+    def eval_model(self) -> Detector:
         return self.ema.module if self.ema is not None else self.student
 
     def save_state(self) -> None:
@@ -260,7 +261,7 @@ def prepare_out(cfg: TrainConfig, resume: bool, rank: int) -> Path:
     return out
 
 
-def run_training(cfg: TrainConfig, student: Darknet, teacher: Darknet | None, device: torch.device,
+def run_training(cfg: TrainConfig, student: Detector, teacher: Detector | None, device: torch.device,
                  class_names: list[str] | None = None, rank: int = 0, world: int = 1, resume: bool = False,
                  progress: bool = True, stop_at: int | None = None) -> dict:
     """Scan the data, build the trainer, resume if asked, train, evaluate, write the outputs. Without

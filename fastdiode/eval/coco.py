@@ -16,13 +16,9 @@ from torch.utils.data import DataLoader
 
 from fastdiode.data.dataset import DetectionDataset, collate
 from fastdiode.data.images import detections_to_original
-from fastdiode.models.darknet import Darknet
-from fastdiode.models.postprocess import postprocess
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 
-# The best-scoring candidates per image that enter NMS: bounds the O(n^2) plain-torch NMS when a weak model
-# puts every box above conf_thres (the 300 detections kept come from far fewer than this).
-MAX_CANDIDATES = 3000
 STAT_NAMES = ["mAP@[.5:.95]", "mAP@.5", "mAP@.75", "mAP small", "mAP medium", "mAP large",
               "AR@1", "AR@10", "AR@100", "AR small", "AR medium", "AR large"]
 
@@ -79,7 +75,7 @@ def tide_errors(gt_json: str | Path, det_json: str | Path) -> dict | None:
 
 
 @torch.no_grad()
-def detect_folder(model: Darknet, dataset: DetectionDataset, category_ids: list[int], batch_size: int = 16,
+def detect_folder(model: Detector, dataset: DetectionDataset, category_ids: list[int], batch_size: int = 16,
                   conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
                   device: str | torch.device = "cpu", progress: bool = True) -> list[dict]:
     """COCO-format detections of ``model`` over ``dataset`` (boxes mapped back to the original images)."""
@@ -89,8 +85,7 @@ def detect_folder(model: Darknet, dataset: DetectionDataset, category_ids: list[
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     out = []
     for images, _, infos in tqdm(loader, desc="detect", unit="batch", disable=not progress):
-        dets = postprocess(model(images.to(device)), conf_thres, iou_thres, max_det, model=model, multi_label=True,
-                           max_candidates=MAX_CANDIDATES)
+        dets = model.detect(model(images.to(device)), conf_thres, iou_thres, max_det, multi_label=True)
         for det, info in zip(dets, infos):
             for x1, y1, x2, y2, score, cls in detections_to_original(det.cpu(), info["letterbox"]).tolist():
                 out.append({"image_id": info["image_id"], "category_id": category_ids[int(cls)],
@@ -109,7 +104,7 @@ def format_eval_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def coco_map(model: Darknet, image_dir: str | Path, annotations: str | Path, img_size: int | None = None,
+def coco_map(model: Detector, image_dir: str | Path, annotations: str | Path, img_size: int | None = None,
              batch_size: int = 16, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
              device: str | torch.device = "cpu", out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Evaluate ``model`` on ``image_dir`` against the COCO json ``annotations``; with ``out_dir``, write

@@ -1,7 +1,7 @@
 """The DIODE engine: optimise a batch of images from noise so that a frozen teacher detects the targets and
 its BatchNorm statistics match (method.md §2, §5).
 
-Per step: augmentation (boxes move with the image) -> teacher forward -> m * yolo_loss + a_bn * L_BN +
+Per step: augmentation (boxes move with the image) -> teacher forward -> m * task loss + a_bn * L_BN +
 c_first * r_0 + TV + a_l2 * ||x|| -> Adam -> clamp to [0, 1]. The first hooked layer's extra term c_first * r_0
 sits outside the a_bn scale, as in the authors' code; m, c_first and the number of BN layers in L_BN are per
 stage, as in their scripts. Per stage: the images are resized in memory, re-batched into
@@ -25,16 +25,13 @@ from fastdiode.augment import DiodeAugment
 from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.step import StageStep
 from fastdiode.inversion.targets import check_classes, sample_false_positives
-from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior, yolo_loss
-from fastdiode.models.darknet import Darknet
+from fastdiode.losses import BNStatLoss, cosine_layer_weights, image_norm_prior, tv_prior
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.backend import compiled
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
-# Hundreds of small ops on small tensors: inductor fuses them (6.1 -> 1.6 ms forward + backward on CPU for
-# yolov3-tiny 128 px x 16); compiled once per stage shape.
-_yolo_loss_compiled = compiled(yolo_loss, dynamic=False)
 LOSS_NAMES = ("total", "det", "bn", "bn_first", "tv_l1", "tv_l2", "l2")
 
 
@@ -53,7 +50,7 @@ class InversionResult:
 class DiodeInverter:
     """Turns targets + a seed into images the frozen ``teacher`` detects, following ``config``."""
 
-    def __init__(self, teacher: Darknet, config: InversionConfig, device: torch.device | str = "cpu"):
+    def __init__(self, teacher: Detector, config: InversionConfig, device: torch.device | str = "cpu"):
         self.cfg, self.device = config, torch.device(device)
         cuda = self.device.type == "cuda"
         # channels_last is the fastest layout on both CPU and GPU (benchmarks/results/models_cpu.md)
@@ -65,6 +62,9 @@ class DiodeInverter:
         self.num_bn = len(self.bn_loss.layer_names)
         use_compile = compile_enabled(config.run.compile, self.device)
         self.forward = torch.compile(self.teacher) if use_compile else self.teacher
+        # The YOLO loss is hundreds of small ops on small tensors: inductor fuses them (6.1 -> 1.6 ms forward +
+        # backward on CPU for yolov3-tiny 128 px x 16); compiled once per stage shape.
+        self.task_loss = compiled(self.teacher.task_loss, dynamic=False)
         aug = config.augment
         self.augment = [DiodeAugment(jitter=j, flip_p=aug.flip_p, brightness=aug.brightness, contrast=aug.contrast,
                                      erase_p=aug.erase_p, same_on_batch=aug.same_on_batch, backend=self.backend,
@@ -103,7 +103,7 @@ class DiodeInverter:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None, cache_enabled=False):
             preds = self.forward(x_aug)
-        det, _ = _yolo_loss_compiled(preds, t_aug, self.teacher)
+        det, _ = self.task_loss(preds, t_aug)
         bn = self.bn_loss()
         first = self.bn_loss.first_layer_value
         tv_l1, tv_l2 = tv_prior(x_aug, backend=self.backend)

@@ -23,7 +23,7 @@ from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_
 from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.inverter import DiodeInverter
 from fastdiode.inversion.targets import LabelTargets, one_box_targets
-from fastdiode.models.darknet import Darknet
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 from fastdiode.runtime.schedule import derive_seed
 
@@ -115,17 +115,16 @@ class _Progress:
 
 
 @torch.no_grad()
-def verify(teacher: Darknet, verifier: Darknet | None, images: torch.Tensor, targets: torch.Tensor,
+def verify(teacher: Detector, verifier: Detector | None, images: torch.Tensor, targets: torch.Tensor,
            device) -> dict:
     """P/R (at confidence 0.25) and AP@0.5 of the teacher's and the verifier's predictions against the final
     targets: does the teacher see what was asked for, and does an independent detector agree?"""
     from fastdiode.eval.agreement import agreement
-    from fastdiode.models.postprocess import postprocess
 
     report = {}
     for name, net in (("teacher", teacher), ("verifier", verifier)):
         if net is not None:
-            dets = postprocess(net.eval()(images.to(device)), conf_thres=0.001, iou_thres=0.6, model=net)
+            dets = net.detect(net.eval()(images.to(device)), conf_thres=0.001, iou_thres=0.6)
             report[name] = agreement(dets, targets, images.shape[-1])
     return report
 
@@ -134,8 +133,8 @@ def manifest_name(rank: int) -> str:
     return "manifest.jsonl" if rank == 0 else f"manifest.rank{rank}.jsonl"
 
 
-def run_job(cfg: InversionConfig, teacher: Darknet, device: torch.device, class_names: list[str],
-            rank: int = 0, world: int = 1, extra: dict | None = None, verifier: Darknet | None = None) -> dict | None:
+def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class_names: list[str],
+            rank: int = 0, world: int = 1, extra: dict | None = None, verifier: Detector | None = None) -> dict | None:
     """Generate the job's batches this rank owns that are not in its manifest yet; rank 0 then merges.
     With a ``verifier``, every batch's manifest line carries the teacher's and the verifier's P/R/AP@0.5
     against the final targets. Returns the summary on rank 0 (None on the others)."""

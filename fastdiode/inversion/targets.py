@@ -9,8 +9,7 @@ import torch
 
 from fastdiode.data.dataset import DetectionDataset
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
-from fastdiode.models.darknet import Darknet
-from fastdiode.models.postprocess import postprocess
+from fastdiode.models.detector import Detector
 
 PAD_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0)
 
@@ -68,7 +67,7 @@ FP_CANDIDATES = 300
 
 
 @torch.no_grad()
-def sample_false_positives(teacher: Darknet, images: torch.Tensor, targets: torch.Tensor, conf: float = 0.2,
+def sample_false_positives(teacher: Detector, images: torch.Tensor, targets: torch.Tensor, conf: float = 0.2,
                            iou: float = 0.35, min_area: float = 0.01, max_area: float = 0.85,
                            nms_iou: float = 0.5, autocast_dtype: torch.dtype | None = None,
                            multi_label: bool = False, clip: str = "image", min_side: float = 0.0) -> torch.Tensor:
@@ -86,8 +85,7 @@ def sample_false_positives(teacher: Darknet, images: torch.Tensor, targets: torc
     with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         preds = teacher(images)
-    detections = postprocess(preds, conf_thres=conf, iou_thres=nms_iou, max_det=FP_CANDIDATES, model=teacher,
-                             multi_label=multi_label, min_wh=min_side)
+    detections = teacher.detect(preds, conf, nms_iou, FP_CANDIDATES, multi_label, min_side)
     out = targets.clone()
     scale = torch.tensor([w, h, w, h], device=images.device, dtype=torch.float32)
     for i, det in enumerate(detections):

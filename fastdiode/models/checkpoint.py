@@ -1,15 +1,27 @@
-"""fastdiode's own checkpoints: ``NAME.safetensors`` (the state dict) beside ``NAME.json`` (model name, layer
-list, classes, class names, input size, anchors and any extra metadata), so a model loads without code."""
+"""fastdiode's own checkpoints: ``NAME.safetensors`` (the state dict) beside ``NAME.json`` (classes, class names,
+input size, the model's ``checkpoint_spec()`` — for a Darknet its name, layer list and anchors — and any extra
+metadata), so a model loads without code. Architectures other than Darknet register a builder with
+:func:`register_architecture`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from fastdiode.models.darknet import Darknet
+from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
+
+# architecture name -> builder(spec, input_size) of an unloaded model
+ARCHITECTURES: dict[str, Callable[[dict, int], torch.nn.Module]] = {"darknet": Darknet.from_checkpoint_spec}
+
+
+def register_architecture(name: str, builder: Callable[[dict, int], torch.nn.Module]) -> None:
+    """Make checkpoints whose spec says ``architecture: name`` loadable: ``builder(spec, input_size)``."""
+    ARCHITECTURES[name] = builder
 
 
 def _stem(path: str | Path) -> Path:
@@ -17,16 +29,15 @@ def _stem(path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def save(model: Darknet, path: str | Path, class_names: list[str] | None = None, **metadata) -> Path:
+def save(model: Detector, path: str | Path, class_names: list[str] | None = None, **metadata) -> Path:
     """Save ``model`` as PATH.safetensors + PATH.json (each written atomically); returns the .safetensors path."""
     stem = _stem(path)
     if class_names is not None and len(class_names) != model.num_classes:
         raise ValueError(f"class_names: {len(class_names)} names for a model with {model.num_classes} classes")
     info = {
-        "format": "fastdiode-detector/1", "name": model.name, "num_classes": model.num_classes,
+        "format": "fastdiode-detector/1", "num_classes": model.num_classes,
         "class_names": class_names or [str(i) for i in range(model.num_classes)],
-        "input_size": model.input_size, "anchors": [h.anchors.tolist() for h in model.heads],
-        "strides": [h.stride for h in model.heads], "layers": model.layer_specs, "metadata": metadata,
+        "input_size": model.input_size, **model.checkpoint_spec(), "metadata": metadata,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     weights = stem.with_suffix(".safetensors")
@@ -47,13 +58,18 @@ def load_info(path: str | Path) -> dict:
     return info
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Darknet:
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Detector:
     """Rebuild and load a model saved with :func:`save`; ``model.class_names`` holds the class names."""
     info = load_info(path)
     weights = _stem(path).with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {weights}: no such file")
-    model = Darknet(info["layers"], input_size=info["input_size"], name=info["name"])
+    kind = info.get("architecture", "darknet")  # checkpoints from before the seam are Darknets
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"checkpoint {_stem(path).with_suffix('.json')}: architecture {kind!r} is not registered "
+                         f"(known: {', '.join(ARCHITECTURES)}); register it with "
+                         "fastdiode.models.checkpoint.register_architecture")
+    model = ARCHITECTURES[kind](info, info["input_size"])
     state = load_file(str(weights), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from fastdiode.models.cfg import normalize_layer
+from fastdiode.models.heads import YoloHead
+from fastdiode.models.postprocess import postprocess
+from fastdiode.models.yolo_loss import yolo_loss
 from fastdiode.ops.frozen_conv import frozen_conv2d
 
 ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "relu": nn.ReLU, "mish": nn.Mish,
@@ -81,19 +84,6 @@ class MaxPool(nn.Module):
         return self.pool(x)
 
 
-class YoloHead(nn.Module):
-    """Reshapes a detection conv's output (B, A*(5+C), H, W) into the raw map (B, A, H, W, 5+C)."""
-
-    def __init__(self, anchors: list[tuple[float, float]], num_classes: int, stride: int):
-        super().__init__()
-        self.num_classes, self.stride = num_classes, stride
-        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))  # pixels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        return x.view(b, len(self.anchors), 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2)
-
-
 def _resolve(index: int, ref: int) -> int:
     """Darknet layer references: negative is relative to the current layer, non-negative is absolute."""
     return index + ref if ref < 0 else ref
@@ -152,6 +142,7 @@ class Darknet(nn.Module):
             self.inputs.append(refs)
             channels.append(c)
             strides.append(s)
+        self.strides = strides  # each layer's output stride
         self.kept = sorted({r for refs in self.inputs for r in refs})
         self.heads = [b for b in self.blocks if isinstance(b, YoloHead)]
         if not self.heads:
@@ -174,6 +165,35 @@ class Darknet(nn.Module):
             if i in self.kept:
                 saved[i] = x
         return outputs
+
+    # ---- the detector seam (fastdiode.models.detector.Detector) ------------------------------------------
+    def task_loss(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The YOLO loss (:func:`fastdiode.models.yolo_loss.yolo_loss`) against padded (B, K, 5) targets."""
+        return yolo_loss(preds, targets, self)
+
+    def detect(self, preds: list[torch.Tensor], conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
+               multi_label: bool = False, min_wh: float = 0.0) -> list[torch.Tensor]:
+        """Per image, (n, 6) ``x1, y1, x2, y2, score, class`` in input pixels, after NMS, best first."""
+        return postprocess(preds, conf_thres, iou_thres, max_det, self, multi_label, min_wh=min_wh)
+
+    def feature_points(self) -> dict[str, list[str]]:
+        """Named distillation points, as module names: ``backbone``, the last backbone layer at each of the
+        strides 8, 16 and 32 it reaches (the stage outputs); ``neck``, per YOLO head, the layer that feeds its
+        output conv (the "FPN levels" of a YOLO), in head order."""
+        end = self.backbone_layers()
+        stages = [max((i for i in range(end) if self.strides[i] == s), default=None) for s in (8, 16, 32)]
+        heads = [i for i, spec in enumerate(self.layer_specs) if spec["type"] == "yolo"]
+        return {"backbone": [f"blocks.{i}" for i in stages if i is not None],
+                "neck": [f"blocks.{i - 2}" for i in heads]}
+
+    def checkpoint_spec(self) -> dict:
+        """What :func:`fastdiode.models.checkpoint.load` needs to rebuild this model (JSON-able)."""
+        return {"architecture": "darknet", "name": self.name, "anchors": [h.anchors.tolist() for h in self.heads],
+                "strides": [h.stride for h in self.heads], "layers": self.layer_specs}
+
+    @classmethod
+    def from_checkpoint_spec(cls, spec: dict, input_size: int) -> "Darknet":
+        return cls(spec["layers"], input_size=input_size, name=spec["name"])
 
     def backbone_layers(self) -> int:
         """How many leading layers form the backbone: every layer before the first 1x1 convolution of the run of

@@ -5,10 +5,10 @@ import numpy as np
 import torch
 
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
-from fastdiode.models.darknet import Darknet
+from fastdiode.models.heads import HasYoloHeads
 
 
-def decode(preds: list[torch.Tensor], model: Darknet) -> torch.Tensor:
+def decode(preds: list[torch.Tensor], model: HasYoloHeads) -> torch.Tensor:
     """(B, N, 5 + C): corner boxes in input pixels, objectness and class probabilities, for all anchors/cells.
 
     xy = (sigmoid(t_xy) + cell) * stride, wh = exp(t_wh) * anchor (exp clamped at 1e3)."""
@@ -53,9 +53,9 @@ def postprocess(
     conf_thres: float = 0.001,
     iou_thres: float = 0.6,
     max_det: int = 300,
-    model: Darknet | None = None,
+    model: HasYoloHeads | None = None,
     multi_label: bool = False,
-    max_candidates: int = 10000,
+    max_candidates: int = 3000,
     min_wh: float = 0.0,
 ) -> list[torch.Tensor]:
     """Per image, a (n, 6) tensor ``x1, y1, x2, y2, score, class`` (pixels), best first.
@@ -63,7 +63,8 @@ def postprocess(
     ``preds`` is either the raw head maps (then ``model`` supplies anchors and strides) or :func:`decode`'s
     output. Score = objectness x class probability; ``multi_label`` keeps every class above ``conf_thres``
     (the COCO-eval setting), otherwise only each box's best class. Boxes with a side <= ``min_wh`` pixels are
-    dropped before NMS."""
+    dropped before NMS. At most ``max_candidates`` best-scoring boxes per image enter NMS: that bounds the
+    O(n^2) plain-torch NMS when a weak model puts every box above ``conf_thres``."""
     if isinstance(preds, (list, tuple)):
         if model is None:
             raise ValueError("postprocess: raw head maps need model= for their anchors and strides")

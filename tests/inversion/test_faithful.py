@@ -91,17 +91,23 @@ def test_early_exit_ends_the_stage_at_stop(teacher):
     assert max(h["step"] for h in result.history if h["stage"] == 1) == 3
 
 
-def _fake_detections(monkeypatch, rows):
-    import fastdiode.inversion.targets as targets
+class FixedDetections:
+    """A teacher whose ``detect`` returns the given (n, 6) rows, best first, for one image."""
 
-    monkeypatch.setattr(targets, "postprocess", lambda preds, **kw: [torch.tensor(rows, dtype=torch.float32)])
-    return lambda images: None  # the teacher: its output goes to the patched postprocess only
+    def __init__(self, rows):
+        self.rows = torch.tensor(rows, dtype=torch.float32)
+
+    def __call__(self, images):
+        return []
+
+    def detect(self, preds, conf_thres, iou_thres, max_det, multi_label=False, min_wh=0.0):
+        return [self.rows]
 
 
-def test_fp_keeps_a_valid_box_when_better_ones_are_filtered(monkeypatch):
+def test_fp_keeps_a_valid_box_when_better_ones_are_filtered():
     """The capacity applies after the overlap and area filters: the three best predictions sit on the existing
     target or are too large, and the fourth still fills the free row."""
-    teacher = _fake_detections(monkeypatch, [
+    teacher = FixedDetections([
         [10, 10, 50, 50, 0.9, 1],  # on the existing target
         [11, 11, 51, 51, 0.8, 2],  # on it too
         [0, 0, 100, 100, 0.7, 3],  # covers the whole image (area > max_area)
@@ -112,10 +118,10 @@ def test_fp_keeps_a_valid_box_when_better_ones_are_filtered(monkeypatch):
     torch.testing.assert_close(out[0, 1], torch.tensor([4.0, 0.75, 0.75, 0.3, 0.3]))
 
 
-def test_fp_clip_modes(monkeypatch):
+def test_fp_clip_modes():
     """'image' clips to the image and measures the clipped area; 'zero' (the authors') clamps at 0 only and
     measures the unclipped box."""
-    teacher = _fake_detections(monkeypatch, [[-20, 40, 10, 110, 0.9, 1]])  # 30 x 70 px, 10 x 60 px inside
+    teacher = FixedDetections([[-20, 40, 10, 110, 0.9, 1]])  # 30 x 70 px, 10 x 60 px inside
     start = torch.tensor([[[-1.0, 0, 0, 0, 0]]])
     images = torch.zeros(1, 3, 100, 100)
     clipped = sample_false_positives(teacher, images, start, min_area=0.1)

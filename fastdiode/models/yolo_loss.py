@@ -12,6 +12,8 @@ p_xy = sigmoid(t_xy), p_wh = exp(t_wh) * anchor (exp clamped at 1e3).
 
 Every (image, target, anchor) triple is evaluated and masked, so shapes never depend on the data: no
 boolean indexing, no host sync — the loss runs inside torch.compile(fullgraph=True) and a CUDA graph.
+It is the task loss of fastdiode's YOLO detectors (``Darknet.task_loss``); users import it from
+``fastdiode.losses``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fastdiode.models.boxes import generalized_iou, wh_iou, xywh_to_xyxy
-from fastdiode.models.darknet import Darknet
+from fastdiode.models.heads import HasYoloHeads
 from fastdiode.ops.tensor_checks import upcast
 
 __all__ = ["yolo_loss"]
@@ -27,7 +29,7 @@ __all__ = ["yolo_loss"]
 WEIGHTS = (3.54, 64.3, 37.4)
 
 
-def _check(preds: list[torch.Tensor], targets: torch.Tensor, model: Darknet) -> None:
+def _check(preds: list[torch.Tensor], targets: torch.Tensor, model: HasYoloHeads) -> None:
     if len(preds) != len(model.heads):
         raise ValueError(f"preds: {len(preds)} head maps, but the model has {len(model.heads)} YOLO layers")
     if targets.dim() != 3 or targets.shape[-1] != 5:
@@ -42,7 +44,7 @@ def _check(preds: list[torch.Tensor], targets: torch.Tensor, model: Darknet) -> 
 def yolo_loss(
     preds: list[torch.Tensor],
     targets: torch.Tensor,
-    model: Darknet,
+    model: HasYoloHeads,
     iou_t: float = 0.225,
     weights: tuple[float, float, float] = WEIGHTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
