@@ -49,8 +49,12 @@ bench-models: setup
 bench-inversion: setup
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_inversion_cpu.py --out benchmarks/results
 
+# On a GPU machine without a package index: the package (kernels/ as fastdiode.kernels) installs from the source
+# tree without fetching anything; then correctness on CUDA (tests/gpu), then the measurements.
 bench-gpu:
-	PYTHONPATH=. $(PYTHON) benchmarks/gpu_suite.py --out benchmarks/results
+	$(PYTHON) -m pip install --no-deps --no-build-isolation -q -e .
+	$(PYTHON) -m pytest -q -m gpu tests/gpu
+	$(PYTHON) benchmarks/gpu_suite.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fastdiode.augment import AugmentParams, DiodeAugment, augment_boxes, augment_images, sample_augment_params
-from tests.conftest import DEVICE
+from tests.helpers import DEVICE
 
 
 def gen(seed):

@@ -81,6 +81,17 @@ class DiodeInverter:
         log.info("fastdiode: inversion on %s: %s", self.device,
                  ", ".join(f"{k} {v}" for k, v in self.execution.items()))
 
+    @property
+    def step_shapes(self) -> list[tuple[int, int, int]]:
+        """The (stage, chunk size, target capacity) shapes whose step buffers (and, on CUDA, graphs) this
+        inverter holds, in the order they were made: one per shape, reused by every chunk and batch."""
+        return list(self._steps)
+
+    @property
+    def captured_shapes(self) -> list[tuple[int, int, int]]:
+        """The step shapes whose step replays a captured CUDA graph (a failed capture falls back to eager)."""
+        return [key for key, step in self._steps.items() if step.graph is not None]
+
     def close(self) -> None:
         """Take the BN hooks off the teacher."""
         self.bn_loss.remove()

@@ -97,20 +97,41 @@ def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world
     return summary
 
 
-class _Progress:
-    """Advances the bar by one step; relabels it only when the batch or stage changes."""
+class StageProgress:
+    """Advances the bar by one step and estimates the time left stage by stage: each stage's seconds per step
+    come from that stage's own steps (the first step after a change of stage, which carries resizing and
+    compilation, is left out), so the estimate does not jump at every change of stage. A stage not yet seen is
+    estimated from a seen one, scaled by pixels per step (batch x resolution²)."""
 
-    def __init__(self, bar):
-        self.bar, self.batch, self.stage = bar, None, None
+    def __init__(self, bar, steps_left: list[int], work: list[float]):
+        self.bar, self.left, self.work = bar, steps_left, work
+        self.seconds, self.steps = [0.0] * len(work), [0] * len(work)
+        self.batch, self.stage, self.last = None, None, time.perf_counter()
 
     def for_batch(self, batch: int):
         self.batch, self.stage = batch, None
         return self
 
+    def eta(self) -> float | None:
+        known = [s for s, n in enumerate(self.steps) if n]
+        if not known:
+            return None
+        ref = known[-1]
+        rate = [self.seconds[s] / self.steps[s] if self.steps[s] else
+                self.seconds[ref] / self.steps[ref] * self.work[s] / self.work[ref] for s in range(len(self.work))]
+        return sum(n * r for n, r in zip(self.left, rate))
+
     def __call__(self, stage: int) -> None:
-        if stage != self.stage:
+        now = time.perf_counter()
+        if stage == self.stage:
+            self.seconds[stage] += now - self.last
+            self.steps[stage] += 1
+        self.last, self.left[stage] = now, max(self.left[stage] - 1, 0)
+        if stage != self.stage or self.bar.n % 10 == 0:
             self.stage = stage
-            self.bar.set_postfix_str(f"batch {self.batch} stage {stage}")
+            eta = self.eta()
+            left = "" if eta is None else f", {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d} left"
+            self.bar.set_postfix_str(f"batch {self.batch} stage {stage}{left}", refresh=False)
         self.bar.update(1)
 
 
@@ -166,8 +187,9 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
                    zip(cfg.run_iterations(), cfg.stages.batch_size)]  # steps per stage over all chunks
     steps_per_batch = sum(chunk_steps)
     bar = tqdm(total=len(todo) * steps_per_batch, unit="it", disable=not cfg.job.progress or rank != 0,
-               desc=f"invert {len(todo)} batches")
-    progress = _Progress(bar)
+               desc=f"invert {len(todo)} batches", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    work = [bs * r * r for bs, r in zip(cfg.stages.batch_size, cfg.stages.resolution)]
+    progress = StageProgress(bar, [n * len(todo) for n in chunk_steps], work)
     try:
         for batch in todo:
             seed = derive_seed(cfg.job.seed, batch)

@@ -1,9 +1,9 @@
 """Fixtures of the distillation tests: a few tiny digits images and a tiny teacher checkpoint."""
 import pytest
 
-from distill_helpers import TINY_DIGITS
 from fastdiode.data.digits import build_digits
 from fastdiode.models import build_model, save
+from tests.helpers import TINY_DIGITS
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fastdiode.data.dali_loader import available as dali_available
-from fastdiode.data.loader import BatchPlan, batches, torch_batches
+from fastdiode.data.batch_plan import BatchPlan
+from fastdiode.data.loader import batches, torch_batches
 from fastdiode.data.scan import scan_dataset
 from fastdiode.data.train_augment import LoaderAugment, colour_matrix
 
@@ -92,7 +93,7 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path):
 def test_digits_are_deterministic_and_their_boxes_tight(tmp_path, digits):
     from PIL import Image
 
-    from distill_helpers import TINY_DIGITS
+    from tests.helpers import TINY_DIGITS
     from fastdiode.data.digits import build_digits
 
     again = build_digits(tmp_path / "again", TINY_DIGITS, progress=False)
@@ -123,3 +124,38 @@ def test_digit_boxes_touch_digit_pixels_and_outside_is_background():
             inside = np.abs(image[y1:y2, x1:x2] - background[y1:y2, x1:x2]).max(-1) > 0
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
         assert np.abs(image - background)[outside].max() < 1e-12
+
+
+@pytest.fixture
+def without_dali(monkeypatch):
+    """DALI hidden from the import system, as on a plain install without the dali extra: there is no ``nvidia``
+    package at all, so even ``find_spec("nvidia.dali")`` raises ModuleNotFoundError."""
+    import importlib.util
+    import sys
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == "nvidia" or name.startswith("nvidia."):
+            raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    for name in [m for m in sys.modules if m == "nvidia" or m.startswith("nvidia.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_auto_loader_falls_back_to_torch_without_dali(digits, without_dali):
+    data = scan_dataset(digits["train"], 10)
+    plan = BatchPlan(len(data.items), 4, seed=1, sizes=(64,))
+    images, boxes = next(iter(batches("auto", data, plan, LoaderAugment.off(), 8, 0, 1, workers=0)))
+    assert images.shape == (4, 3, 64, 64) and boxes.shape == (4, 8, 5)
+
+
+def test_dali_loader_without_dali_says_how_to_install_it(digits, without_dali, tmp_path, capsys):
+    from fastdiode.cli import main
+    from tests.helpers import train_args
+
+    assert main(["train", *train_args(tmp_path / "run", digits["train"]), "data.loader=dali"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install nvidia-dali-cuda120" in err

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_helpers import train_args
 from fastdiode.cli import main
-from fastdiode.loading import build_student
 from fastdiode.config import ConfigError, load_config
 from fastdiode.distill import TrainConfig, run_training
-from fastdiode.models import load
+from fastdiode.loading import build_student
+from fastdiode.models import build_model, load, save_darknet_weights
+from tests.helpers import free_port, train_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,7 +130,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, digits, teacher_path):
     subprocess.run([sys.executable, "-m", "fastdiode", "distill", *args, f"train.out={tmp_path / 'one'}"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                     "-m", "fastdiode", "distill", *args, f"train.out={tmp_path / 'two'}"],
                    check=True, cwd=ROOT, env=env, capture_output=True, timeout=300)
     one, two = metrics(tmp_path / "one")[0], metrics(tmp_path / "two")[0]
@@ -138,3 +138,23 @@ def test_ddp_two_processes_match_one_process(tmp_path, digits, teacher_path):
     a, b = load(tmp_path / "one" / "last"), load(tmp_path / "two" / "last")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_distill_takes_a_darknet_weights_teacher(tmp_path, digits):
+    """teacher=X.weights with its built-in architecture: the same teacher section as fastdiode invert."""
+    torch.manual_seed(3)
+    weights = save_darknet_weights(build_model("yolo-micro", num_classes=10, width=0.25), tmp_path / "t.weights")
+    assert main(["distill", *train_args(tmp_path / "run", digits["train"]), f"teacher={weights}",
+                 "teacher.model=yolo-micro", "teacher.width=0.25", "teacher.num_classes=10"]) == 0
+    logged = metrics(tmp_path / "run")
+    assert logged[0]["mimic"] > 0 and logged[-1]["step"] == 6
+
+
+def test_validation_does_not_change_the_config(tmp_path):
+    """validate() only checks: the config (and its hash) is the same validated or not; defaults resolve on use."""
+    from fastdiode.config import config_hash, from_dict
+
+    raw = {"data": {"train": "x"}, "teacher": "t.safetensors"}
+    checked = load_config(TrainConfig, None, ["data.train=x", "teacher=t.safetensors"])
+    assert config_hash(checked) == config_hash(from_dict(TrainConfig, raw))
+    assert checked.loss.distill is None and checked.loss_weights() == (1.0, 0.0)

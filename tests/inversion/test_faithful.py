@@ -7,7 +7,7 @@ from fastdiode.inversion import DiodeInverter, LabelTargets, sample_false_positi
 from fastdiode.losses import BNStatLoss, yolo_loss
 from fastdiode.models import build_model
 from fastdiode.ops import bn_stat_loss_reference, tv_prior_reference
-from tests.inversion.conftest import tiny_config
+from tests.helpers import tiny_config
 
 NO_AUGMENT = ["augment.jitter=[0]", "augment.flip_p=0", "augment.brightness=0", "augment.contrast=0",
               "augment.erase_p=0"]

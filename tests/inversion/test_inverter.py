@@ -4,14 +4,10 @@ import pytest
 import torch
 
 from fastdiode.config import ConfigError, load_config
-from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets, sample_false_positives
-from fastdiode.runtime.schedule import lr_at
+from fastdiode.inversion import DiodeInverter, InversionConfig, sample_false_positives
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
-from tests.inversion.conftest import tiny_config
-
-
-def targets(n=4, capacity=4, seed=1):
-    return one_box_targets(n, 4, capacity, torch.Generator().manual_seed(seed))
+from fastdiode.runtime.schedule import lr_at
+from tests.helpers import targets, tiny_config
 
 
 def run(teacher, cfg, seed=3, n=4):

@@ -9,7 +9,7 @@ import pytest
 from fastdiode.cli import main
 from fastdiode.inversion.inverter import DiodeInverter
 from fastdiode.models import save
-from tests.inversion.conftest import TINY, calibrated_teacher
+from tests.helpers import TINY, calibrated_teacher, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,7 @@ def test_bad_input_fails_before_any_work(tmp_path, teacher_path, override, messa
 def test_torchrun_two_processes_make_the_single_process_set(tmp_path, teacher_path):
     run_cli(job_args(teacher_path, tmp_path / "single"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                     "-m", "fastdiode", "invert", *job_args(teacher_path, tmp_path / "multi")],
                    check=True, cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert files(tmp_path / "multi") == files(tmp_path / "single")
@@ -140,7 +140,7 @@ def test_compiled_teacher_gives_the_eager_losses(teacher_path, monkeypatch):
 
     from fastdiode.inversion import one_box_targets
     from fastdiode.models import load
-    from tests.inversion.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     results = []
@@ -152,3 +152,32 @@ def test_compiled_teacher_gives_the_eager_losses(teacher_path, monkeypatch):
     eager, compiled = (r.history[0] for r in results)
     for key in ("total", "det", "bn"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-3), key
+
+
+def test_progress_estimates_time_left_per_stage(monkeypatch):
+    """Each stage's rate comes from its own steps, a stage not yet seen from a seen one scaled by its pixels per
+    step: the estimate keeps falling across a change of stage instead of jumping to hours."""
+    import fastdiode.inversion.job as job
+
+    clock = [0.0]
+    monkeypatch.setattr(job.time, "perf_counter", lambda: clock[0])
+
+    class Bar:
+        n = 0
+
+        def set_postfix_str(self, text, refresh=True):
+            self.text = text
+
+        def update(self, k):
+            self.n += k
+
+    progress = job.StageProgress(Bar(), steps_left=[20, 10], work=[1.0, 4.0]).for_batch(0)
+    estimates = []
+    for stage, seconds, steps in ((0, 1.0, 20), (1, 4.0, 10)):
+        for _ in range(steps):
+            clock[0] += seconds
+            progress(stage)
+            estimates.append(progress.eta())
+    assert estimates[1] == pytest.approx(18 * 1.0 + 10 * 4.0)  # stage 1 not seen yet: scaled from stage 0
+    assert all(b <= a for a, b in zip(estimates[1:], estimates[2:]))
+    assert estimates[-1] == 0

@@ -6,8 +6,7 @@ from fastdiode.augment import DiodeAugment
 from fastdiode.inversion import DiodeInverter
 from fastdiode.inversion.step import StageStep
 from fastdiode.runtime.schedule import lr_at
-from tests.inversion.conftest import tiny_config
-from tests.inversion.test_inverter import targets
+from tests.helpers import targets, tiny_config
 
 
 def test_reused_buffers_reproduce_a_fresh_run(teacher):
@@ -21,7 +20,7 @@ def test_reused_buffers_reproduce_a_fresh_run(teacher):
     reused.invert(targets(seed=2), seed=1)
     again = reused.invert(targets(), seed=7)
     reused.close()
-    assert len(reused._steps) == 3  # stage 0 (4 images), stage 1 in chunks of 3 and 1
+    assert reused.step_shapes == [(0, 4, 4), (1, 3, 4), (1, 1, 4)]  # stage 1 re-batches 4 images as 3 + 1
     assert torch.equal(again.images, expected.images) and torch.equal(again.targets, expected.targets)
     assert again.history == expected.history
 

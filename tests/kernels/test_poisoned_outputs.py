@@ -1,7 +1,7 @@
 """Every element of a kernel's output is written: outputs are poisoned with NaN before the launch."""
 import torch
 
-from tests.conftest import DEVICE
+from tests.helpers import DEVICE
 
 
 def poisoned(like):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from fastdiode.losses import BNStatLoss, cosine_layer_weights
-from tests.conftest import DEVICE
+from tests.helpers import DEVICE
 
 
 class SmallCNN(nn.Module):

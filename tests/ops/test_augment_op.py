@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fastdiode.ops import gather_affine_mask, gather_affine_mask_reference
-from tests.conftest import DEVICE, assert_close, assert_same_layout, make_input
+from tests.helpers import DEVICE, assert_close, assert_same_layout, make_input
 
 SHAPES = [(1, 3, 1, 1), (2, 3, 5, 7), (3, 2, 9, 16), (2, 3, 20, 131)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

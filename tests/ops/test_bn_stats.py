@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fastdiode.ops import bn_stat_loss, bn_stat_loss_reference
-from tests.conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input
+from tests.helpers import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input
 
 SHAPES = [(1, 3, 1, 1), (2, 3, 5, 7), (3, 37, 6, 5), (2, 70, 3, 3), (2, 3, 40, 33)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

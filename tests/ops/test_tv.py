@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fastdiode.ops import tv_prior, tv_prior_reference
-from tests.conftest import DEVICE, assert_close, assert_same_layout, make_input
+from tests.helpers import DEVICE, assert_close, assert_same_layout, make_input
 
 SHAPES = [(1, 3, 2, 2), (2, 3, 5, 7), (1, 1, 9, 2), (2, 3, 17, 140)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

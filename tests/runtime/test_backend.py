@@ -6,7 +6,7 @@ import torch
 import fastdiode
 from fastdiode.losses import BNStatLoss, TVPrior
 from fastdiode.runtime import resolve_backend
-from tests.conftest import DEVICE
+from tests.helpers import DEVICE
 
 
 def test_unknown_backend_is_named():
