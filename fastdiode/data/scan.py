@@ -1,6 +1,8 @@
-"""Index a training dataset once: every image is checked (fully decoded headers and CRCs) and its labels
-parsed up front, so that corrupt images and malformed label lines are counted, reported with their paths
-and skipped (or, with ``strict``, raise) before training starts instead of crashing a worker mid-run."""
+"""The one reader of detection datasets: an image folder is indexed once, every image checked (headers and
+CRCs) and its labels parsed up front, so that corrupt images and malformed label lines are counted, reported
+with their paths and skipped (or, with ``strict``, raise) before any work starts instead of crashing a worker
+mid-run. One rule says where an image folder's labels are (:func:`labels_beside`); the trainer, the evaluation
+and the label targets of the inversion all read through here."""
 from __future__ import annotations
 
 import json
@@ -23,6 +25,7 @@ class Item:
     width: int
     height: int
     boxes: torch.Tensor  # (K, 5) normalised cls, xc, yc, w, h on the original image
+    image_id: int  # the COCO image id, or the 1-based position in the sorted folder for YOLO labels
 
 
 @dataclass
@@ -39,20 +42,25 @@ class ScannedDataset:
         return coco_dict([(i.path.name, i.width, i.height, i.boxes) for i in self.items], class_names)
 
 
+def labels_beside(image_dir: str | Path) -> Path:
+    """The labels of an image folder: the ``labels/`` folder beside it (YOLO txt), else the ``annotations.json``
+    beside it (COCO); with neither, that ``labels/`` folder (every image then has no objects)."""
+    parent = Path(image_dir).parent
+    if not (parent / "labels").is_dir() and (parent / "annotations.json").is_file():
+        return parent / "annotations.json"
+    return parent / "labels"
+
+
 def dataset_paths(root: str | Path) -> tuple[Path, Path]:
     """(image folder, labels) of a dataset folder as ``fastdiode invert`` / ``fastdiode data`` write it
-    (``images/`` + ``labels/`` or ``annotations.json``), or of a bare image folder with ``labels/`` beside it."""
+    (``images/`` + ``labels/`` or ``annotations.json``), or of a bare image folder (:func:`labels_beside`)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"dataset {root}: no such folder")
     if not root.is_dir():
         raise ValueError(f"dataset {root}: not a folder (expected images/ + labels/ or annotations.json)")
-    if (root / "images").is_dir():
-        labels = root / "labels"
-        if not labels.is_dir() and (root / "annotations.json").is_file():
-            labels = root / "annotations.json"
-        return root / "images", labels
-    return root, root.parent / "labels"
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    return image_dir, labels_beside(image_dir)
 
 
 def _check_image(path: Path) -> tuple[int, int]:
@@ -63,20 +71,33 @@ def _check_image(path: Path) -> tuple[int, int]:
 
 
 def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool = False) -> ScannedDataset:
-    """Index the dataset folder ``root`` (see :func:`dataset_paths`). Unreadable images and label files with a
-    malformed line are skipped with a warning listing them; ``strict`` makes the first one an error. A class
-    not below ``num_classes`` and a folder with no usable image are errors."""
-    image_dir, labels = dataset_paths(root)
+    """Index the dataset folder ``root`` (see :func:`dataset_paths` and :func:`scan_images`)."""
+    return scan_images(*dataset_paths(root), num_classes=num_classes, strict=strict, root=root)
+
+
+def scan_images(image_dir: str | Path, labels: str | Path | None = None, num_classes: int | None = None,
+                strict: bool = False, root: str | Path | None = None) -> ScannedDataset:
+    """Index ``image_dir`` with ``labels`` (a YOLO labels folder or a COCO json; default
+    :func:`labels_beside`). Unreadable images and label files with a malformed line are skipped with a warning
+    listing them; ``strict`` makes the first one an error. A class not below ``num_classes`` and a folder with
+    no usable image are errors."""
+    image_dir = Path(image_dir)
+    root = Path(root) if root is not None else image_dir
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder {image_dir}: no such folder")
+    labels = Path(labels) if labels is not None else labels_beside(image_dir)
     coco = CocoLabels(labels, num_classes) if labels.suffix == ".json" else None
     if coco is not None:
-        files = [(image_dir / im["file_name"], lambda i=im["id"]: coco.boxes(i)) for im in coco.images.values()]
+        files = [(image_dir / im["file_name"], im["id"], lambda i=im["id"]: coco.boxes(i))
+                 for im in coco.images.values()]
     else:
         paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        files = [(p, lambda p=p: read_yolo_labels(labels / f"{p.stem}.txt", num_classes)) for p in paths]
+        files = [(p, i, lambda p=p: read_yolo_labels(labels / f"{p.stem}.txt", num_classes))
+                 for i, p in enumerate(paths, 1)]
     if not files:
         raise ValueError(f"dataset {root}: no images in {image_dir} ({', '.join(IMAGE_SUFFIXES)})")
     items, skipped = [], []
-    for path, read_boxes in files:
+    for path, image_id, read_boxes in files:
         try:
             width, height = _check_image(path)
             boxes = read_boxes()
@@ -89,7 +110,7 @@ def scan_dataset(root: str | Path, num_classes: int | None = None, strict: bool 
         except ValueError as e:
             reason = str(e)
         else:
-            items.append(Item(path, width, height, boxes))
+            items.append(Item(path, width, height, boxes, image_id))
             continue
         if strict:
             raise ValueError(f"dataset {root}: {path}: {reason} (strict: true; set strict: false to skip it)")

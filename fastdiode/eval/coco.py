@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fastdiode.data.dataset import DetectionDataset, collate
+from fastdiode.data.labels import CocoLabels
 from fastdiode.data.images import detections_to_original
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
@@ -109,11 +110,12 @@ def coco_map(model: Detector, image_dir: str | Path, annotations: str | Path, im
              device: str | torch.device = "cpu", out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Evaluate ``model`` on ``image_dir`` against the COCO json ``annotations``; with ``out_dir``, write
     detections.json, metrics.json and metrics.txt there. Returns the :func:`evaluate` dict (+ 'tide')."""
-    dataset = DetectionDataset(image_dir, annotations, size=img_size or model.input_size, capacity=10_000)
-    if len(dataset.class_names) != model.num_classes:
-        raise ValueError(f"annotations {annotations}: {len(dataset.class_names)} categories, but the model has "
+    coco = CocoLabels(annotations)
+    if len(coco.class_names) != model.num_classes:
+        raise ValueError(f"annotations {annotations}: {len(coco.class_names)} categories, but the model has "
                          f"{model.num_classes} classes")
-    detections = detect_folder(model, dataset, dataset.coco.category_ids, batch_size, conf_thres, iou_thres,
+    dataset = DetectionDataset(image_dir, annotations, size=img_size or model.input_size, capacity=10_000)
+    detections = detect_folder(model, dataset, coco.category_ids, batch_size, conf_thres, iou_thres,
                                max_det, device, progress)
     result = evaluate(annotations, detections)
     if out_dir is not None:
