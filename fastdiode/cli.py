@@ -21,9 +21,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
     cfg = load_config(InversionConfig, args.config, args.overrides)
     teacher, class_names, stamp = load_teacher(cfg.teacher)
     verifier = load_detector(cfg.verifier) if cfg.verifier else None
-    if verifier is not None and verifier.num_classes != teacher.num_classes:
-        raise ValueError(f"verifier: {cfg.verifier} has {verifier.num_classes} classes, the teacher "
-                         f"{teacher.num_classes}")
     with run_context(cfg.run.device) as ctx:
         if ctx.rank == 0:
             logging.getLogger("fastdiode").info(

@@ -63,7 +63,7 @@ def synthesize(cfg: DemoConfig, row: Row, images: int, teacher_path: Path, out: 
     inv = row_inversion(cfg.inversion, row)
     inv.teacher.weights = str(teacher_path)
     inv.job.out = str(out)
-    batch = inv.stages.batch_size[0]
+    batch = inv.batch_images
     inv.job.num_batches = math.ceil(images / batch)
     inv.validate()
     summary = out / "summary.json"

@@ -161,6 +161,9 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
     against the final targets. Returns the summary on rank 0 (None on the others)."""
     from tqdm import tqdm
 
+    if verifier is not None and verifier.num_classes != teacher.num_classes:
+        raise ValueError(f"verifier: {cfg.verifier} has {verifier.num_classes} classes, the teacher "
+                         f"{teacher.num_classes}")
     out = Path(cfg.job.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
