@@ -109,6 +109,25 @@ def test_degenerate_and_padding_rows_become_padding():
     torch.testing.assert_close(out[1, 1], torch.tensor([5.0, 0.75, 0.5, 0.1, 0.2], device=DEVICE))
 
 
+def test_box_drop_rules():
+    """'side' (fastdiode): under 2 px wide or high goes, at every step; 'area' (the authors'): under 1 px² goes,
+    only in images the draw shifts."""
+    p = AugmentParams(torch.zeros(2, dtype=torch.long, device=DEVICE), torch.tensor([0, 19], device=DEVICE),
+                      torch.tensor([False, False], device=DEVICE), torch.zeros(2, device=DEVICE),
+                      torch.ones(2, device=DEVICE), torch.zeros(2, 4, dtype=torch.long, device=DEVICE), 20, 20)
+    thin = [1.0, 0.5, 0.5, 1.5 / 20, 0.4]  # 1.5 px wide, 12 px² in image 0 (not shifted)
+    tiny = [2.0, 0.06, 0.5, 0.1, 0.1]  # 2 x 2 px
+    boxes = torch.tensor([[thin, tiny], [thin, tiny]], device=DEVICE)
+    side = augment_boxes(boxes, p, drop="side")
+    area = augment_boxes(boxes, p, drop="area")
+    assert side[0, 0, 0] == -1 and area[0, 0, 0] == 1  # thin: side drops it, area keeps it (unshifted)
+    assert area[0, 1, 0] == 2  # unshifted: never dropped by the area rule
+    shifted = augment_boxes(torch.tensor([[[3.0, 0.985, 0.5, 0.05, 0.05]]] * 2, device=DEVICE), p, drop="area")
+    assert shifted[0, 0, 0] == 3 and shifted[1, 0, 0] == -1  # 1 x 1 px pushed out by 19 px: < 1 px² left
+    with pytest.raises(ValueError, match="drop='both'"):
+        augment_boxes(boxes, p, drop="both")
+
+
 def test_erasing_zeroes_a_rectangle_and_keeps_boxes():
     p = AugmentParams(torch.zeros(1, dtype=torch.long, device=DEVICE), torch.zeros(1, dtype=torch.long, device=DEVICE),
                       torch.tensor([False], device=DEVICE), torch.zeros(1, device=DEVICE),

@@ -80,6 +80,25 @@ def test_corrupt_images_and_bad_labels_are_reported_and_skipped(tmp_path, digits
         scan_dataset(root, 10, strict=True)
 
 
+def test_a_class_the_model_lacks_is_an_error_even_where_bad_lines_are_skipped(tmp_path, digits, capsys):
+    """Labels and model that do not belong together fail before any step, naming the file and line."""
+    import shutil
+
+    from fastdiode.cli import main
+    from tests.helpers import train_args
+
+    root = tmp_path / "set"
+    shutil.copytree(digits["train"], root)
+    label = sorted((root / "labels").iterdir())[1]
+    label.write_text(label.read_text() + "12 0.5 0.5 0.2 0.2\n")
+    lines = len(label.read_text().splitlines())
+    with pytest.raises(ValueError, match=f"{label.name}:{lines}: class 12 is not below the model's 10 classes"):
+        scan_dataset(root, 10)
+    assert main(["train", *train_args(tmp_path / "run", root)]) == 2
+    assert f"{label.name}:{lines}: class 12" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_missing_and_empty_datasets_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         scan_dataset(tmp_path / "nope")
