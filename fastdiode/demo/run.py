@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,13 @@ from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 
 log = logging.getLogger("fastdiode")
+
+
+def machine_state() -> dict:
+    """The cores and the 1-minute load average: timings on a shared machine mean little without them (a load
+    at or above the core count means other work shared the cores)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cores": os.cpu_count(), "load_1min": load}
 
 
 def _cached(path: Path, make) -> dict:
@@ -114,7 +122,7 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     """Run every row of ``cfg``; prints the table and writes ``report.md``. Returns the table rows."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, machine = time.perf_counter(), {"start": machine_state()}
     data = build_digits(out / "data", cfg.data)
     teacher_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
     teacher = load(teacher_path)
@@ -146,10 +154,11 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     if diode:
         synth = out / "synth" / plan[diode[0].name][0]
         predictions_grid(teacher, synth / "images", out / "teacher_on_synth.png")
-    report = format_demo_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode))
+    machine["end"] = machine_state()
+    report = format_demo_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode), machine)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(
-        {"teacher": teacher_stats, "rows": table}, indent=1)))
+        {"teacher": teacher_stats, "rows": table, "machine": machine}, indent=1)))
     print(format_table(teacher_stats, table, cfg.data.train))
     print(f"\nwrote {out / 'report.md'}")
     return table
@@ -167,15 +176,20 @@ def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
     return "\n".join(lines)
 
 
-def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool) -> str:
+def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool,
+                       machine: dict) -> str:
     student = cfg.distill.student
+    load = [machine[k]["load_1min"] for k in ("start", "end")]
+    state = (f"{machine['start']['cores']} cores, 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} "
+             "at the end (at or above the core count, other work shared the cores)" if None not in load else
+             f"{machine['start']['cores']} cores")
     parts = [
         "# fastdiode digits benchmark", "",
         f"Teacher: {cfg.teacher or 'the shipped digits teacher'}; student: {student.model} (width {student.width}), "
         f"{cfg.distill.train.steps} steps of {cfg.distill.train.batch_size} images at {cfg.distill.train.img_size} px "
         "by mimic learning, the same for every row. Every student is evaluated on the real digits validation set "
         f"({cfg.data.val} images). Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "
-        f"{minutes:.1f} min (finished rows are reused).", "",
+        f"{minutes:.1f} min (finished rows are reused). Machine: {state}.", "",
         format_table(teacher, table, cfg.data.train), "",
         "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
     ]
