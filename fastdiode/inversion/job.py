@@ -22,7 +22,7 @@ from fastdiode.data.images import write_png
 from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_labels
 from fastdiode.inversion.config import InversionConfig
 from fastdiode.inversion.inverter import DiodeInverter
-from fastdiode.inversion.targets import LabelTargets, one_box_targets
+from fastdiode.inversion.targets import LabelTargets, clip_to_image, one_box_targets
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 from fastdiode.runtime.schedule import derive_seed
@@ -211,7 +211,7 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
                 entry["agreement"] = verify(inverter.teacher, verifier.to(device), result.images, result.targets,
                                             device)
                 log.info("fastdiode: batch %d agreement with its targets: %s", batch, entry["agreement"])
-            images, targets = result.images.cpu(), result.targets.cpu()
+            images, targets = result.images.cpu(), clip_to_image(result.targets.cpu())
             for i in range(len(images)):
                 name = image_name(batch, i)
                 atomic_write(out / "images" / f"{name}.png", lambda tmp, i=i: write_png(tmp, images[i]))

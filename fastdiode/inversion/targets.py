@@ -62,6 +62,16 @@ def check_classes(targets: torch.Tensor, num_classes: int, where: str) -> None:
                          f"classes (0..{num_classes - 1})")
 
 
+def clip_to_image(targets: torch.Tensor) -> torch.Tensor:
+    """Targets (..., 5) with every box clipped to the image; boxes left without area become padding. Written
+    labels must lie in the image, also where Y_fp kept the authors' clamp-at-0 boxes (``fp.clip: zero``)."""
+    xy = xywh_to_xyxy(targets[..., 1:5]).clamp(0, 1)
+    wh = xy[..., 2:] - xy[..., :2]
+    keep = (targets[..., 0] >= 0) & (wh > 0).all(-1)
+    clipped = torch.cat([targets[..., :1], (xy[..., :2] + xy[..., 2:]) / 2, wh], -1)
+    return torch.where(keep[..., None], clipped, torch.tensor(PAD_ROW, device=targets.device))
+
+
 # The teacher's detections per image kept for Y_fp before filtering (the capacity applies after the filters).
 FP_CANDIDATES = 300
 

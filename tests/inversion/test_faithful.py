@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastdiode.inversion import DiodeInverter, LabelTargets, sample_false_positives
+from fastdiode.inversion.targets import clip_to_image
 from fastdiode.losses import BNStatLoss, yolo_loss
 from fastdiode.models import build_model
 from fastdiode.ops import bn_stat_loss_reference, tv_prior_reference
@@ -146,3 +147,9 @@ def test_target_class_the_teacher_lacks_is_rejected(teacher, tmp_path):
     (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n")
     with pytest.raises(ValueError, match=r"a.txt:2: class 7 is not below the model's 4 classes"):
         LabelTargets(tmp_path / "images", tmp_path / "labels", capacity=4, num_classes=4)
+
+
+def test_written_labels_are_clipped_to_the_image():
+    targets = torch.tensor([[[1.0, 0.05, 0.75, 0.1, 0.7], [2.0, 1.2, 0.5, 0.2, 0.2], [-1.0, 0, 0, 0, 0]]])
+    torch.testing.assert_close(clip_to_image(targets), torch.tensor(
+        [[[1.0, 0.05, 0.7, 0.1, 0.6], [-1.0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0]]]))
