@@ -4,6 +4,7 @@ from fastdiode.ops.augment import gather_affine_mask, gather_affine_mask_referen
 from fastdiode.ops.bn_act_stats import BNActMoments, bn_act_stat_loss, bn_act_stat_loss_reference
 from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_reference
 from fastdiode.ops.frozen_conv import frozen_conv2d
+from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "frozen_conv2d",
     "gather_affine_mask",
     "gather_affine_mask_reference",
+    "hcl_loss",
+    "hcl_loss_reference",
     "tv_prior",
     "tv_prior_reference",
 ]
