@@ -5,6 +5,7 @@ from fastdiode.ops.bn_act_stats import BNActMoments, bn_act_stat_loss, bn_act_st
 from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_reference
 from fastdiode.ops.frozen_conv import frozen_conv2d
 from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
+from fastdiode.ops.kd import dense_kd_loss, dense_kd_loss_reference, kd_loss, kd_loss_reference
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
 __all__ = [
@@ -14,11 +15,15 @@ __all__ = [
     "BNMoments",
     "bn_stat_loss",
     "bn_stat_loss_reference",
+    "dense_kd_loss",
+    "dense_kd_loss_reference",
     "frozen_conv2d",
     "gather_affine_mask",
     "gather_affine_mask_reference",
     "hcl_loss",
     "hcl_loss_reference",
+    "kd_loss",
+    "kd_loss_reference",
     "tv_prior",
     "tv_prior_reference",
 ]
