@@ -1,8 +1,21 @@
 """Losses to drop into any trainer: nn.Modules and functional forms."""
 from fastdiode.losses.bn_stat import BNStatLoss, bn_stat_loss, cosine_layer_weights
 from fastdiode.losses.distill import mimic_loss
+from fastdiode.losses.feature_kd import (
+    ABF,
+    ConvReg,
+    DenseKDLoss,
+    FGFILoss,
+    FitNetLoss,
+    KDLoss,
+    ReviewKDLoss,
+    fgfi_mask,
+)
+from fastdiode.ops.hcl import hcl_loss
+from fastdiode.ops.kd import dense_kd_loss, kd_loss
 from fastdiode.losses.priors import TVPrior, image_norm_prior, tv_prior
 from fastdiode.models.yolo_loss import yolo_loss
 
-__all__ = ["BNStatLoss", "TVPrior", "bn_stat_loss", "cosine_layer_weights", "image_norm_prior", "mimic_loss",
-           "tv_prior", "yolo_loss"]
+__all__ = ["ABF", "BNStatLoss", "ConvReg", "DenseKDLoss", "FGFILoss", "FitNetLoss", "KDLoss", "ReviewKDLoss",
+           "TVPrior", "bn_stat_loss", "cosine_layer_weights", "dense_kd_loss", "fgfi_mask", "hcl_loss",
+           "image_norm_prior", "kd_loss", "mimic_loss", "tv_prior", "yolo_loss"]

@@ -10,13 +10,18 @@ from torch import nn
 
 
 def resolve_points(model: nn.Module, points: str | Iterable[str]) -> list[str]:
-    """Module names for ``points``: a named point of ``model.feature_points()`` (``"backbone"``, ``"neck"``),
-    or a list whose items are named points or module names. Unknown names are a clear error."""
+    """Module names for ``points``: a named point of ``model.feature_points()`` (``"backbone"``, ``"neck"``), one
+    of its entries (``"backbone[0]"``: the stride-8 stage output), or a list whose items are any of these or
+    module names. Unknown names are a clear error."""
     named = model.feature_points() if callable(getattr(model, "feature_points", None)) else {}
     modules = dict(model.named_modules())
     out: list[str] = []
     for item in [points] if isinstance(points, str) else list(points):
-        if item in named:
+        base, _, index = item.partition("[")
+        if index.endswith("]") and base in named and index[:-1].lstrip("-").isdigit() \
+                and -len(named[base]) <= int(index[:-1]) < len(named[base]):
+            out.append(named[base][int(index[:-1])])
+        elif item in named:
             out += named[item]
         elif item in modules and item:
             out.append(item)

@@ -44,3 +44,11 @@ def test_taps_under_torch_compile(compile_on):
         torch.compile(model)(x)
         for a, b in zip(taps.features, eager):
             torch.testing.assert_close(a, b)
+
+
+def test_one_entry_of_a_named_point():
+    model = build_model("yolov3-tiny", num_classes=3)
+    assert resolve_points(model, "backbone[0]") == [model.feature_points()["backbone"][0]]
+    assert resolve_points(model, ["neck[-1]"]) == [model.feature_points()["neck"][-1]]
+    with pytest.raises(ValueError, match="backbone\\[7\\]"):
+        resolve_points(model, "backbone[7]")
