@@ -66,11 +66,61 @@ class OptimConfig:
 
 
 @dataclass
+class KDTermConfig:
+    """Dense KD on the class logits at the same anchors and cells (fastdiode.ops.dense_kd_loss)."""
+
+    weight: float = 0.0
+    temperature: float = 1.0
+    warmup: int = 0  # steps over which the weight ramps up linearly from 0
+
+
+@dataclass
+class FitNetTermConfig:
+    """FitNet: a ConvReg adapter on one student feature, MSE to the teacher's feature at the same point."""
+
+    weight: float = 0.0
+    point: str = "backbone[0]"  # a feature point: backbone[0] is the stride-8 stage output
+    warmup: int = 0
+
+
+@dataclass
+class FGFITermConfig:
+    """FGFI: masked imitation of the features that feed each detection head (weight 0.01 in the paper)."""
+
+    weight: float = 0.0
+    points: str | list[str] = "neck"  # one feature per head, in head order
+    psi: float = 0.5
+    warmup: int = 0
+
+
+@dataclass
+class ReviewTermConfig:
+    """ReviewKD: the ABF stack on the student's levels and the HCL against the teacher's (λ 1-2 on detection)."""
+
+    weight: float = 0.0
+    points: str | list[str] = "neck"
+    mid_channels: int | None = None  # ABF width; None: the teacher's smallest channel count
+    warmup: int = 0
+
+
+@dataclass
 class DistillLossConfig:
-    """The trainer's loss weights (the inversion's are :class:`fastdiode.inversion.config.InversionLossConfig`)."""
+    """The trainer's loss weights (the inversion's are :class:`fastdiode.inversion.config.InversionLossConfig`):
+    distill·L_mimic + label·L_task + the distillation terms below, each with its weight and options."""
 
     distill: float | None = None  # alpha_distill x L_mimic; None: 1 with a teacher, else 0
-    label: float | None = None  # alpha_label x yolo_loss; None: 0 with a teacher (DIODE), else 1
+    label: float | None = None  # alpha_label x the student's task loss; None: 0 with a teacher (DIODE), else 1
+    kd: KDTermConfig = field(default_factory=KDTermConfig)
+    fitnet: FitNetTermConfig = field(default_factory=FitNetTermConfig)
+    fgfi: FGFITermConfig = field(default_factory=FGFITermConfig)
+    review: ReviewTermConfig = field(default_factory=ReviewTermConfig)
+
+    def terms(self) -> dict[str, object]:
+        """The distillation terms that are on (weight > 0), by name."""
+        return {name: term for name in TERMS if (term := getattr(self, name)).weight > 0}
+
+
+TERMS = ("kd", "fitnet", "fgfi", "review")
 
 
 @dataclass
@@ -136,7 +186,16 @@ class TrainConfig:
                 raise ConfigError(f"{key}: {size} is not a positive multiple of 32")
         self.run.validate()
         distill, label = self.loss_weights()
-        if distill < 0 or label < 0 or distill + label == 0:
-            raise ConfigError("loss: distill and label must be >= 0 and not both 0")
+        if distill < 0 or label < 0 or (distill + label == 0 and not self.loss.terms()):
+            raise ConfigError("loss: distill and label must be >= 0 and not all the loss weights 0")
         if distill > 0 and not self.has_teacher:
             raise ConfigError("teacher: loss.distill > 0 needs a teacher (teacher=PATH; or use fastdiode train)")
+        for name in TERMS:
+            term = getattr(self.loss, name)
+            if term.weight < 0 or term.warmup < 0:
+                raise ConfigError(f"loss.{name}: weight and warmup must be >= 0, got {term.weight}, {term.warmup}")
+            if term.weight > 0 and not self.has_teacher:
+                raise ConfigError(f"loss.{name}.weight: {term.weight} > 0 needs a teacher (teacher=PATH, with "
+                                  "fastdiode distill)")
+        if self.loss.kd.temperature <= 0:
+            raise ConfigError(f"loss.kd.temperature: expected > 0, got {self.loss.kd.temperature}")

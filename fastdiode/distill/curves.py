@@ -21,7 +21,8 @@ def _pyplot():
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path | None:
-    """Plot the ``loss`` (and ``mimic`` / ``label`` when used) and ``eval`` mAP entries of a metrics history."""
+    """Plot the ``loss`` (and each term — mimic, label, kd, fitnet, fgfi, review — when used) and ``eval`` mAP
+    entries of a metrics history."""
     plt = _pyplot()
     if plt is None:
         log.warning("fastdiode: matplotlib is not installed; no %s", path)
@@ -29,8 +30,8 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path 
     train = [e for e in history if "loss" in e]
     evals = [e for e in history if "eval" in e]
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("loss", "mimic", "label"):
-        if any(e[key] for e in train):
+    for key in ("loss", "mimic", "label", "kd", "fitnet", "fgfi", "review"):
+        if any(e.get(key) for e in train):
             ax_loss.plot([e["step"] for e in train], [e[key] for e in train], label=key)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")

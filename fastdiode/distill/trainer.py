@@ -1,6 +1,8 @@
-"""One trainer for mimic-learning distillation (``fastdiode distill``) and plain detector training
-(``fastdiode train``): loss = a_distill * L_mimic(student, frozen teacher, same batch) + a_label * the student's
-task loss (the YOLO loss for fastdiode's detectors; any :class:`fastdiode.models.detector.Detector` trains).
+"""One trainer for distillation (``fastdiode distill``) and plain detector training (``fastdiode train``):
+loss = a_distill * L_mimic(student, frozen teacher, same batch) + a_label * the student's task loss (the YOLO
+loss for fastdiode's detectors; any :class:`fastdiode.models.detector.Detector` trains) + the distillation
+terms that are on (KD, FitNet, FGFI, ReviewKD: :mod:`fastdiode.distill.terms`), whose adapters train with the
+student and are saved in ``state.pt`` only.
 
 A run writes into ``train.out``: ``metrics.jsonl`` (train metrics every ``log_every`` steps and every
 evaluation), ``last`` / ``best`` checkpoints (the evaluated model: the EMA when on), ``state.pt`` (student,
@@ -25,6 +27,7 @@ from fastdiode.distill.config import TrainConfig
 from fastdiode.distill.curves import plot_curves
 from fastdiode.distill.ema import ModelEMA
 from fastdiode.distill.sync_bn import convert_sync_batchnorm
+from fastdiode.distill.terms import DistillTerms
 from fastdiode.losses import mimic_loss
 from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
@@ -58,6 +61,17 @@ class Trainer:
         self.teacher = None
         if teacher is not None:
             self.teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
+        self.terms = self.terms_ddp = None
+        if cfg.loss.terms():
+            self.terms = DistillTerms(cfg.loss, self.student, self.teacher, cfg.train.img_size, device, cfg.run.backend)
+            if world > 1:
+                self.terms = convert_sync_batchnorm(self.terms, device)
+                self.terms_ddp = nn.parallel.DistributedDataParallel(self.terms, device_ids=[device.index] if cuda
+                                                                     else None)
+            else:
+                self.terms_ddp = self.terms
+            self.terms.attach(self.student, self.teacher)
+        self.loss_names = ["mimic", "label", *(self.terms.names if self.terms is not None else [])]
         self.optimizer = self._optimizer()
         self.ema = ModelEMA(self.student, cfg.optim.ema_decay) if cfg.optim.ema else None
         use_compile = compile_enabled(cfg.run.compile, device)
@@ -67,45 +81,55 @@ class Trainer:
                  student.name, device, world, precision_name(self.autocast),
                  "compiled" if use_compile else "eager")
 
+    def _trained(self) -> list[nn.Parameter]:
+        """The student's parameters, then the distillation adapters' (trained with it, saved apart)."""
+        return list(self.student.parameters()) + (list(self.terms.parameters()) if self.terms is not None else [])
+
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        decay = [p for n, p in self.student.named_parameters() if p.ndim > 1]
-        rest = [p for n, p in self.student.named_parameters() if p.ndim <= 1]  # no weight decay on BN and biases
+        decay = [p for p in self._trained() if p.ndim > 1]
+        rest = [p for p in self._trained() if p.ndim <= 1]  # no weight decay on BN and biases
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         if o.name == "adam":
             return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), **fused)
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0, **fused)
 
-    def _loss(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, detached [mimic, label]) of one batch; teacher and student see the same images."""
+    def _loss(self, images: torch.Tensor, boxes: torch.Tensor,
+              term_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, detached [mimic, label, *terms]) of one batch; teacher and student see the same images."""
         distill, label_weight = self.weights
         zero = images.new_zeros((), dtype=torch.float32)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             preds = self.ddp(images)
             mimic = label = zero
-            if self.teacher is not None and distill > 0:
+            target = None
+            if self.teacher is not None and (distill > 0 or self.terms is not None):
                 with torch.no_grad():
                     target = self.teacher(images)
+            if distill > 0:
                 mimic = mimic_loss(preds, target)
             if label_weight > 0:
                 label, _ = self.student.task_loss(preds, boxes)
-        total = distill * mimic + label_weight * label
-        return total, torch.stack([mimic, label]).detach()
+            terms = self.terms_ddp(preds, target, boxes) if self.terms is not None else zero[None][:0]
+        total = distill * mimic + label_weight * label + (terms * term_weights).sum()
+        return total, torch.cat([torch.stack([mimic, label]), terms]).detach()
 
     # ---- one step -------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """One optimiser step; returns the detached [total, mimic, label] (no host sync)."""
+        """One optimiser step; returns the detached [total, mimic, label, *terms] (no host sync)."""
         o, t = self.cfg.optim, self.cfg.train
         lr = lr_at(self.step, t.steps, o.lr, o.lr_min, o.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        total, parts = self.loss_fn(images, boxes.to(self.device, non_blocking=True))
+        weights = torch.tensor(self.terms.weights(self.step) if self.terms is not None else [], dtype=torch.float32)
+        total, parts = self.loss_fn(images, boxes.to(self.device, non_blocking=True),
+                                    weights.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if o.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip)
+            nn.utils.clip_grad_norm_(self._trained(), o.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.student)
@@ -122,7 +146,8 @@ class Trainer:
             return
         state = {"step": self.step, "student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "ema": self.ema.state_dict() if self.ema else None, "history": self.history, "best": self.best,
-                 "config_hash": config_hash(self.cfg), "rng": torch.get_rng_state()}
+                 "config_hash": config_hash(self.cfg), "rng": torch.get_rng_state(),
+                 "adapters": self.terms.state_dict() if self.terms is not None else None}
         atomic_write(self.out / STATE, lambda tmp: torch.save(state, tmp))
         checkpoint.save(self.eval_model, self.out / "last", self.class_names, step=self.step)
 
@@ -133,6 +158,8 @@ class Trainer:
             raise ValueError(f"resume: {path} was written with a different config; use the same config and "
                              "overrides, or a new train.out")
         self.student.load_state_dict(state["student"])
+        if self.terms is not None:
+            self.terms.load_state_dict(state["adapters"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -188,7 +215,7 @@ class Trainer:
                                                  "set optim.grad_clip")
                     elapsed = time.perf_counter() - start
                     self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
-                               "mimic": mean[1], "label": mean[2], "epoch": plan.epoch_of(self.step),
+                               **dict(zip(self.loss_names, mean[1:])), "epoch": plan.epoch_of(self.step),
                                "images_per_s": images_seen / max(elapsed, 1e-9)})
                     bar.set_postfix(loss=f"{mean[0]:.4g}")
                     sums, count = None, 0
@@ -202,6 +229,8 @@ class Trainer:
             raise
         finally:
             bar.close()
+            if self.terms is not None:
+                self.terms.detach()
         return self._finish(time.perf_counter() - start, images_seen)
 
     def _evaluate_and_keep(self, val: tuple[Path, Path]) -> None:

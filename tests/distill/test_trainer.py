@@ -54,9 +54,13 @@ def test_train_lowers_the_label_loss_and_writes_its_outputs(tmp_path, digits):
     assert load(out / "last").num_classes == 10
 
 
-@pytest.mark.parametrize("ema", [False, True])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path, ema):
-    extra = ("train.steps=8", "train.checkpoint_every=4", f"optim.ema={str(ema).lower()}")
+TERMS = ("loss.distill=0", "loss.label=1", "loss.kd.weight=1", "loss.fitnet.weight=1", "loss.fgfi.weight=0.01",
+         "loss.review.weight=1", "loss.review.warmup=4")
+
+
+@pytest.mark.parametrize("ema, terms", [(False, ()), (True, ()), (False, TERMS)])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path, ema, terms):
+    extra = ("train.steps=8", "train.checkpoint_every=4", f"optim.ema={str(ema).lower()}", *terms)
     train(tmp_path / "full", digits["train"], *extra, teacher=teacher_path)
     train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, stop_at=4)
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # a line written after the checkpoint, then killed
@@ -69,6 +73,41 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path,
     a, b = load(tmp_path / "full" / "last"), load(tmp_path / "cut" / "last")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_distillation_terms_log_train_and_stay_out_of_the_checkpoint(tmp_path, digits, teacher_path):
+    import safetensors.torch
+
+    train(tmp_path / "run", digits["train"], "train.steps=4", *TERMS, teacher=teacher_path)
+    logged = metrics(tmp_path / "run")
+    for name in ("kd", "fitnet", "fgfi", "review"):
+        assert all(e[name] > 0 for e in logged), name
+    assert logged[0]["review"] > 0 and logged[0]["loss"] == pytest.approx(logged[0]["label"] + logged[0]["kd"] +
+                                                                         logged[0]["fitnet"] + 0.01 * logged[0]["fgfi"],
+                                                                         rel=1e-4)  # review ramps from 0 at step 0
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert any(k.startswith("review.abfs") for k in state["adapters"])
+    exported = safetensors.torch.load_file(tmp_path / "run" / "last.safetensors")
+    assert set(exported) == set(state["student"])  # the student alone: no adapter in the checkpoint
+
+
+@pytest.mark.parametrize("override, match", [
+    (["loss.review.weight=1", "loss.review.points=fpn"], "loss.review: the student: feature point 'fpn'"),
+    (["loss.fitnet.weight=1", "loss.fitnet.point=backbone[5]"], "loss.fitnet: the student"),
+    (["loss.fgfi.weight=1", "loss.fgfi.points=backbone"], "loss.fgfi: point 0"),
+])
+def test_term_errors_come_before_any_step(tmp_path, digits, teacher_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        train(tmp_path / "run", digits["train"], *override, teacher=teacher_path)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_kd_with_head_layouts_that_differ_is_a_clear_error(tmp_path, digits, teacher_path):
+    cfg = load_config(TrainConfig, None, train_args(tmp_path / "run", digits["train"], f"teacher={teacher_path}",
+                                                    "loss.distill=0", "loss.label=1", "loss.kd.weight=1"))
+    student = build_model("yolov3-tiny", num_classes=10, input_size=64)  # heads at strides 32, 16; the teacher's 16, 8
+    with pytest.raises(ValueError, match="loss.kd: the student's and the teacher's head maps do not match"):
+        run_training(cfg, student, load(teacher_path), torch.device("cpu"), progress=False)
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_a_state(tmp_path, digits):
@@ -104,6 +143,8 @@ def test_mismatched_heads_are_a_clear_error(tmp_path, digits, teacher_path):
     (["optim.name=rmsprop"], "optim.name"),
     (["train.img_size=100"], "multiple of 32"),
     (["loss.distill=1"], "needs a teacher"),
+    (["loss.review.weight=1"], "loss.review.weight: 1.0 > 0 needs a teacher"),
+    (["loss.kd.temperature=0", "teacher=t.safetensors"], "loss.kd.temperature"),
     (["train.bogus=1"], "unknown config key train.bogus"),
 ])
 def test_config_errors(tmp_path, override, match):
@@ -120,12 +161,14 @@ def test_cli_errors_name_the_problem(tmp_path, capsys, digits, teacher_path):
     assert "use fastdiode distill" in capsys.readouterr().err
 
 
-def test_ddp_two_processes_match_one_process(tmp_path, digits, teacher_path):
-    """Same global batch (4): rank r takes half of it; synchronised BN and gradient averaging make step 1
-    identical. SGD, because Adam's first step is sign(gradient), which float noise flips where it is ~0."""
+@pytest.mark.parametrize("terms", [(), ("loss.review.weight=1", "loss.fitnet.weight=1")])
+def test_ddp_two_processes_match_one_process(tmp_path, digits, teacher_path, terms):
+    """Same global batch (4): rank r takes half of it; synchronised BN (the adapters' too) and gradient averaging
+    make step 1 identical. SGD, because Adam's first step is sign(gradient), which float noise flips near 0.
+    (Terms that are means over the batch: the YOLO loss and KD normalise by per-rank counts, as in any DDP.)"""
     args = train_args(tmp_path / "x", digits["train"], "train.steps=1", "optim.name=sgd", "optim.momentum=0",
                       "optim.lr=0.01", "optim.warmup=0",
-                      f"teacher={teacher_path}")
+                      f"teacher={teacher_path}", *terms)
     args = [a for a in args if not a.startswith("train.out")]
     subprocess.run([sys.executable, "-m", "fastdiode", "distill", *args, f"train.out={tmp_path / 'one'}"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)
