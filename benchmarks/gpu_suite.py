@@ -129,7 +129,42 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
                                               smoke), 4 * img_bytes)
     add("  TV prior fwd+bwd alone", bench(lambda: torch.autograd.grad(tv_prior(x_aug, backend="triton")[0], x_aug),
                                           smoke), 2 * img_bytes)
+    distill_op_timings(device, smoke, add)
     return rows
+
+
+def distill_op_timings(device, smoke: bool, add) -> None:
+    """HCL on YOLOv3's neck features and dense KD on its head maps, 416² x 16, bf16 (rows through ``add``): each
+    reads the student's and the teacher's maps once forward and once backward and writes the student's
+    gradient (5 map-sized passes)."""
+    from fastdiode.losses import dense_kd_loss, hcl_loss
+
+    dtype, batch = torch.bfloat16, 2 if smoke else 16
+    grids, channels = ((2, 3, 5) if smoke else (13, 26, 52)), ((16, 8, 8) if smoke else (1024, 512, 256))
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def maps(shape):
+        return torch.randn(shape, device=device, generator=g).to(dtype).to(memory_format=torch.channels_last)
+
+    student = [maps((batch, c, n, n)).requires_grad_(True) for c, n in zip(channels, grids)]
+    teacher = [maps((batch, c, n, n)) for c, n in zip(channels, grids)]
+    nbytes = sum(x.numel() * x.element_size() for x in student)
+    base = bench(lambda: torch.autograd.grad(ref.review_hcl([s.float() for s in student],
+                                                            [t.float() for t in teacher]), student), smoke)
+    add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", bench(
+        lambda: torch.autograd.grad(hcl_loss(student, teacher, backend="triton"), student), smoke),
+        5 * nbytes, ">= 70% copy bw", base)
+    classes = 80
+    heads = [torch.randn(batch, 3 * (5 + classes), n, n, device=device, generator=g).to(dtype)
+             .view(batch, 3, 5 + classes, n, n).permute(0, 1, 3, 4, 2) for n in grids for _ in range(2)]
+    s_maps = [m.detach().requires_grad_(True) for m in heads[0::2]]
+    t_maps = heads[1::2]
+    nbytes = sum(m.numel() * m.element_size() for m in s_maps)
+    base = bench(lambda: torch.autograd.grad(ref.sigmoid_kd([m.float() for m in s_maps], [m.float() for m in t_maps],
+                                                            2.0), s_maps), smoke)
+    add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", bench(
+        lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke),
+        5 * nbytes, ">= 70% copy bw", base)
 
 
 DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the floor of method.md §10

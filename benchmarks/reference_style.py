@@ -75,3 +75,34 @@ def augment(x: torch.Tensor, jitter: int) -> torch.Tensor:
     x = x + 0.2 * torch.randn(b, 1, 1, 1, device=x.device)
     x = x * (1 + 0.1 * torch.randn(b, 1, 1, 1, device=x.device))
     return x * random_erase_mask(b, x.shape[2], x.shape[3]).to(x.device)
+
+
+def review_hcl(fstudent: list[torch.Tensor], fteacher: list[torch.Tensor]) -> torch.Tensor:
+    """ReviewKD's ``hcl``: per level F.mse_loss plus adaptive_avg_pool2d of both sides, as its code writes it."""
+    loss_all = 0.0
+    for fs, ft in zip(fstudent, fteacher):
+        h = fs.shape[2]
+        loss = nn.functional.mse_loss(fs, ft, reduction="mean")
+        cnt, tot = 1.0, 1.0
+        for k in (4, 2, 1):
+            if k >= h:
+                continue
+            cnt /= 2.0
+            loss = loss + nn.functional.mse_loss(nn.functional.adaptive_avg_pool2d(fs, (k, k)),
+                                                 nn.functional.adaptive_avg_pool2d(ft, (k, k))) * cnt
+            tot += cnt
+        loss_all = loss_all + loss / tot
+    return loss_all
+
+
+def sigmoid_kd(student: list[torch.Tensor], teacher: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """Dense per-class sigmoid KD written out: softened probabilities, the binary KL, the objectness weights."""
+    num, den = 0.0, 0.0
+    for s, t in zip(student, teacher):
+        p = torch.sigmoid(s[..., 5:] / temperature)
+        q = torch.sigmoid(t[..., 5:] / temperature)
+        kl = q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))
+        w = torch.sigmoid(t[..., 4])
+        num = num + (w * kl.sum(-1)).sum()
+        den = den + w.sum()
+    return temperature ** 2 * num / den

@@ -2,7 +2,7 @@
 
     make bench    (or: pytest benchmarks/test_ops_cpu.py --benchmark-only --benchmark-json=OUT.json)
 
-Shapes: the 11 BN inputs of YOLOv3-tiny at 128 px, batch 16; images 16x3x128x128. Gradients are taken with
+Shapes: the 11 BN inputs of YOLOv3-tiny at 128 px, batch 16; images 16x3x128x128; its neck features and head maps. Gradients are taken with
 torch.autograd.grad (no accumulation into .grad on either side). The first call of each case (which
 compiles the fastdiode torch halves) is excluded by a warm-up round.
 """
@@ -16,7 +16,7 @@ import torch
 from benchmarks import reference_style as ref
 from benchmarks.shapes import yolov3_tiny_bn_shapes
 from fastdiode.augment import DiodeAugment
-from fastdiode.losses import bn_stat_loss, tv_prior
+from fastdiode.losses import bn_stat_loss, dense_kd_loss, hcl_loss, tv_prior
 from fastdiode.ops import bn_act_stat_loss
 
 IMPLS = ["fastdiode", "reference_style"]
@@ -114,5 +114,51 @@ def test_augment(benchmark, impl, images):
 
     def step():
         torch.autograd.grad(forward(), images, grad_out)
+
+    run(benchmark, step)
+
+
+@pytest.fixture(scope="module")
+def neck_features():
+    """YOLOv3-tiny's neck features at 128 px, batch 16 (the inputs of its two heads' output convs)."""
+    g = torch.Generator().manual_seed(4)
+    shapes = [(BATCH, 512, SIZE // 32, SIZE // 32), (BATCH, 256, SIZE // 16, SIZE // 16)]
+    student = [torch.randn(s, generator=g).requires_grad_(True) for s in shapes]
+    return student, [torch.randn(s, generator=g) for s in shapes]
+
+
+@pytest.mark.benchmark(group="hcl_loss: YOLOv3-tiny neck features, 128 px, batch 16, fwd+bwd")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_hcl(benchmark, impl, neck_features):
+    student, teacher = neck_features
+    loss_fn = hcl_loss if impl == "fastdiode" else ref.review_hcl
+
+    def step():
+        torch.autograd.grad(loss_fn(student, teacher), student)
+
+    run(benchmark, step)
+
+
+@pytest.fixture(scope="module")
+def head_maps():
+    """YOLOv3-tiny's head maps at 128 px, batch 16, 80 classes, as its YOLO layers return them (permuted views)."""
+    g = torch.Generator().manual_seed(5)
+    maps = []
+    for grid in (SIZE // 32, SIZE // 16):
+        for _ in range(2):
+            maps.append(torch.randn(BATCH, 3 * 85, grid, grid, generator=g).view(BATCH, 3, 85, grid, grid)
+                        .permute(0, 1, 3, 4, 2))
+    student = [m.detach().requires_grad_(True) for m in maps[0::2]]
+    return student, maps[1::2]
+
+
+@pytest.mark.benchmark(group="dense_kd_loss: YOLOv3-tiny head maps, 80 classes, 128 px, batch 16, T 2, fwd+bwd")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_dense_kd(benchmark, impl, head_maps):
+    student, teacher = head_maps
+    loss_fn = dense_kd_loss if impl == "fastdiode" else ref.sigmoid_kd
+
+    def step():
+        torch.autograd.grad(loss_fn(student, teacher, 2.0), student)
 
     run(benchmark, step)

@@ -112,3 +112,30 @@ def test_cuda_graph_step_gives_the_eager_step():
         b = torch.tensor([[h[k] for k in ("total", "det", "bn")] for h in graphed.history])
         close(b, a, (1e-3, 1e-3), "losses")
         close(graphed.images, eager.images, (2e-2, 0.0), "images")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hcl_at_yolov3_neck_shapes(dtype):
+    from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
+
+    shapes = [(16, 1024, 13, 13), (16, 512, 26, 26), (16, 256, 52, 52)] if CUDA else [(2, 8, 13, 13), (2, 4, 6, 6)]
+    s = [layout(torch.randn(sh, device=DEVICE).to(dtype), True).requires_grad_(True) for sh in shapes]
+    t = [layout(torch.randn(sh, device=DEVICE).to(dtype), True) for sh in shapes]
+    out, exp = hcl_loss(s, t, backend="triton"), hcl_loss_reference(s, t)
+    close(out, exp, (1e-4, 1e-4), "loss")
+    for a, b in zip(torch.autograd.grad(out, s), torch.autograd.grad(exp, s)):
+        close(a, b, TOL[dtype], "grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_kd_at_yolov3_head_shapes(dtype):
+    from fastdiode.ops.kd import dense_kd_loss, dense_kd_loss_reference
+
+    grids, batch = ((13, 26, 52), 16) if CUDA else ((3, 5), 2)
+    maps = [torch.randn(batch, 3 * 85, n, n, device=DEVICE).to(dtype).view(batch, 3, 85, n, n).permute(0, 1, 3, 4, 2)
+            for n in grids for _ in range(2)]
+    s = [m.detach().requires_grad_(True) for m in maps[0::2]]
+    out, exp = dense_kd_loss(s, maps[1::2], 2.0, backend="triton"), dense_kd_loss_reference(s, maps[1::2], 2.0)
+    close(out, exp, (1e-4, 1e-4), "loss")
+    for a, b in zip(torch.autograd.grad(out, s), torch.autograd.grad(exp, s)):
+        close(a, b, TOL[dtype], "grad")
