@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-loader bench-gpu clean
+.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
 # (torch==2.13.0) is installed only where no torch imports at all.
@@ -33,6 +33,12 @@ bench-digits: setup
 	   runs/bench_digits/teacher_on_synth.png benchmarks/results/bench_digits/
 	cp runs/bench_digits/synth/diode/preview.png benchmarks/results/bench_digits/synth/diode/
 	$(PY) benchmarks/diagnose_digits.py runs/bench_digits benchmarks/results/bench_digits
+
+# Feature and logit distillation on the digits (benchmarks/results/bench_kd/).
+bench-kd: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_kd.yaml
+	mkdir -p benchmarks/results/bench_kd
+	cp runs/bench_kd/report.md runs/bench_kd/results.json runs/bench_kd/curves.png benchmarks/results/bench_kd/
 
 # Distillation loader (DALI vs torch DataLoader) and student step (compiled vs eager) on CPU.
 bench-loader: setup

@@ -13,7 +13,7 @@ from fastdiode.models import build_model, save
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "fastdiode" / "assets" / "demo_digits.yaml"]
 KINDS = {"diode_yolov3_coco": "invert", "diode_reference_code": "invert", "distill_yolov3_coco": "distill",
-         "teacher_digits": "train", "bench_digits": "demo", "demo_digits": "demo"}
+         "teacher_digits": "train", "bench_digits": "demo", "demo_digits": "demo", "bench_kd": "demo"}
 
 
 def test_every_shipped_config_is_covered():
@@ -74,6 +74,7 @@ def test_demo_config_runs(name, tmp_path):
     for row in rows:
         if row["source"] == "diode":
             row["images"] = 2 * max(1, row["images"] // 256)  # keeps which rows share a synthesis folder
+        row["seeds"] = row.get("seeds", [])[:2]
     assert main(["demo", "--config", str(path), f"out={tmp_path}", "data={train: 8, val: 4, proxy: 4, size: 64}",
                  "inversion.stages.resolution=[32,32,64]", "inversion.stages.batch_size=[2,2,2]",
                  "inversion.stages.iterations=[3,2,2]", "inversion.fp={enabled: true, warmup: 2, every: 2, stop: 4}",

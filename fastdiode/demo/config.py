@@ -23,6 +23,8 @@ class Row:
     fp: bool = True  # diode rows: Y_fp false-positive sampling on or off
     images: int = 0  # diode rows: images to synthesize; others: 0 = the whole set
     inversion: list[str] = field(default_factory=list)  # diode rows: key=value overrides of the inversion section
+    distill: list[str] = field(default_factory=list)  # key=value overrides of the distill section for this row
+    seeds: list[int] = field(default_factory=list)  # train.seed of each run (mean ± std); empty: the section's seed
 
 
 @dataclass
@@ -48,6 +50,12 @@ class DemoConfig:
                 row_inversion(self.inversion, row)
             except ConfigError as e:
                 raise ConfigError(f"rows[{i}].inversion: {e}") from None
+            try:
+                row_distill(self.distill, row)
+            except ConfigError as e:
+                raise ConfigError(f"rows[{i}].distill: {e}") from None
+            if len(set(row.seeds)) != len(row.seeds):
+                raise ConfigError(f"rows[{i}].seeds: {row.seeds} repeats a seed")
         names = [r.name for r in self.rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"rows: names must be unique, got {names}")
@@ -66,3 +74,13 @@ def row_inversion(base: InversionConfig, row: Row) -> InversionConfig:
     cfg = from_dict(InversionConfig, data)
     cfg.validate()
     return cfg
+
+
+def row_distill(base: TrainConfig, row: Row, seed: int | None = None) -> TrainConfig:
+    """The distillation config of a row: ``base`` with the row's overrides (and ``train.seed``) applied."""
+    data = to_dict(base)
+    for assignment in row.distill:
+        apply_override(data, assignment, TrainConfig)
+    if seed is not None:
+        data["train"]["seed"] = seed
+    return from_dict(TrainConfig, data)

@@ -3,7 +3,6 @@ student on each training source with the same student, steps and schedule, evalu
 real validation set, and write ``report.md``. Every stage reuses what an earlier run finished."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ from fastdiode.loading import build_student, load_teacher
 from fastdiode.data.digits import CLASS_NAMES, build_digits
 from fastdiode.data.grid import write_grid
 from fastdiode.data.images import read_image
-from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_inversion
+from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_distill, row_inversion
 from fastdiode.distill.curves import plot_comparison
 from fastdiode.distill.trainer import STATE, run_training
 from fastdiode.models import load
@@ -83,10 +82,10 @@ def synthesize(cfg: DemoConfig, row: Row, images: int, teacher_path: Path, out: 
 
 
 def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Path, out: Path,
-            device: torch.device) -> dict:
+            device: torch.device, seed: int | None = None) -> dict:
     """Distill the row's student on ``source`` (its first ``row.images`` images when set; or finish an
-    interrupted run); returns its summary."""
-    tc = copy.deepcopy(cfg.distill)
+    interrupted run) with the row's distillation overrides and ``seed``; returns its summary."""
+    tc = row_distill(cfg.distill, row, seed)
     tc.data.train, tc.data.val, tc.teacher.weights, tc.train.out = str(source), str(val), str(teacher_path), str(out)
     tc.data.limit = row.images
     tc.validate()
@@ -141,14 +140,24 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
             synth_seconds = synthesize(cfg, row, images, teacher_path, source, device)
         else:
             source = data["train" if row.source == "real" else row.source]
-        summary = distill(cfg, row, source, teacher_path, data["val"], out / "students" / row.name, device)
-        metrics = (out / "students" / row.name / "metrics.jsonl").read_text()
-        histories[row.name] = [json.loads(line) for line in metrics.splitlines()]
-        final = summary["final_eval"] or {}
-        table.append({"row": row.name, "source": row.source, "mAP@.5": final.get("mAP@.5", 0.0),
-                      "mAP@[.5:.95]": final.get("mAP@[.5:.95]", 0.0),
-                      "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
-                      "minutes": (synth_seconds + summary["seconds"]) / 60, "synth_minutes": synth_seconds / 60})
+        finals, seconds = [], synth_seconds
+        for seed in row.seeds or [None]:
+            run_dir = out / "students" / row.name / (f"seed{seed}" if row.seeds else "")
+            summary = distill(cfg, row, source, teacher_path, data["val"], run_dir, device, seed)
+            metrics = (run_dir / "metrics.jsonl").read_text()
+            histories[row.name if seed is None or seed == row.seeds[0] else f"{row.name} seed {seed}"] = \
+                [json.loads(line) for line in metrics.splitlines()]
+            finals.append(summary["final_eval"] or {})
+            seconds += summary["seconds"]
+        entry = {"row": row.name, "source": row.source, "seeds": row.seeds,
+                 "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
+                 "minutes": seconds / 60, "synth_minutes": synth_seconds / 60}
+        for key in ("mAP@.5", "mAP@[.5:.95]"):
+            values = torch.tensor([f.get(key, 0.0) for f in finals], dtype=torch.float64)
+            entry[key] = values.mean().item()
+            entry[f"{key} std"] = values.std().item() if len(values) > 1 else None
+            entry[f"{key} runs"] = values.tolist()
+        table.append(entry)
     plot_comparison(histories, out / "curves.png")
     diode = [r for r in cfg.rows if r.source == "diode"]
     if diode:
@@ -171,7 +180,9 @@ def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
              f"| {teacher_images} | - |"]
     for r in table:
         share = 100 * r["mAP@.5"] / teacher["mAP@.5"] if teacher["mAP@.5"] else 0.0
-        lines.append(f"| {r['row']} ({r['source']}) | {r['mAP@.5']:.3f} | {r['mAP@[.5:.95]']:.3f} | {share:.0f}% "
+        fmt = {k: f"{r[k]:.3f}" + (f" ± {r[k + ' std']:.3f}" if r.get(k + " std") is not None else "")
+               for k in ("mAP@.5", "mAP@[.5:.95]")}
+        lines.append(f"| {r['row']} ({r['source']}) | {fmt['mAP@.5']} | {fmt['mAP@[.5:.95]']} | {share:.0f}% "
                      f"| {r['images']} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 
@@ -187,8 +198,9 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
         "# fastdiode digits benchmark", "",
         f"Teacher: {cfg.teacher or 'the shipped digits teacher'}; student: {student.model} (width {student.width}), "
         f"{cfg.distill.train.steps} steps of {cfg.distill.train.batch_size} images at {cfg.distill.train.img_size} px "
-        "by mimic learning, the same for every row. Every student is evaluated on the real digits validation set "
-        f"({cfg.data.val} images). Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "
+        "(mimic learning unless a row says otherwise), the same for every row. Every student is evaluated on the real "
+        f"digits validation set ({cfg.data.val} images); rows with several seeds give mean ± std over their runs. "
+        f"Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "
         f"{minutes:.1f} min (finished rows are reused). Machine: {state}.", "",
         format_table(teacher, table, cfg.data.train), "",
         "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
