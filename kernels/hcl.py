@@ -25,6 +25,19 @@ def _bin_mask(h, w, H, W, i, j, k: tl.constexpr):
 
 
 @triton.jit
+def _tile(s_ptr, t_ptr, n, c, h0, w0, H, W, s_n, s_c, s_h, s_w, t_n, t_c, t_h, t_w,
+          BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Rows, columns, mask and (F_s, F_t) in fp32 of the tile at (h0, w0) of plane (n, c)."""
+    h = (h0 + tl.arange(0, BLOCK_H))[:, None]
+    w = (w0 + tl.arange(0, BLOCK_W))[None, :]
+    m = (h < H) & (w < W)
+    hs, ws = h.to(tl.int64), w.to(tl.int64)
+    s = tl.load(s_ptr + n * s_n + c * s_c + hs * s_h + ws * s_w, mask=m, other=0.0).to(tl.float32)
+    t = tl.load(t_ptr + n * t_n + c * t_c + hs * t_h + ws * t_w, mask=m, other=0.0).to(tl.float32)
+    return h, w, m, s, t
+
+
+@triton.jit
 def _hcl_sums_kernel(
     s_ptr, t_ptr, out_ptr, C, H, W, s_n, s_c, s_h, s_w, t_n, t_c, t_h, t_w,
     K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, NB: tl.constexpr, NBP: tl.constexpr,
@@ -37,12 +50,8 @@ def _hcl_sums_kernel(
     acc = tl.zeros([NBP], dtype=tl.float32)
     for h0 in range(0, H, BLOCK_H):
         for w0 in range(0, W, BLOCK_W):
-            h = (h0 + tl.arange(0, BLOCK_H))[:, None]
-            w = (w0 + tl.arange(0, BLOCK_W))[None, :]
-            m = (h < H) & (w < W)
-            hs, ws = h.to(tl.int64), w.to(tl.int64)
-            s = tl.load(s_ptr + n * s_n + c * s_c + hs * s_h + ws * s_w, mask=m, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + n * t_n + c * t_c + hs * t_h + ws * t_w, mask=m, other=0.0).to(tl.float32)
+            h, w, m, s, t = _tile(s_ptr, t_ptr, n, c, h0, w0, H, W, s_n, s_c, s_h, s_w, t_n, t_c, t_h, t_w,
+                                  BLOCK_H, BLOCK_W)
             d = s - t
             acc += tl.where(idx == 0, tl.sum(tl.sum(d * d, axis=1), axis=0), 0.0)
             for i in tl.static_range(K0):
@@ -74,12 +83,9 @@ def _hcl_grad_kernel(
     a = tl.load(coef)
     for h0 in range(0, H, BLOCK_H):
         for w0 in range(0, W, BLOCK_W):
-            h = (h0 + tl.arange(0, BLOCK_H))[:, None]
-            w = (w0 + tl.arange(0, BLOCK_W))[None, :]
-            m = (h < H) & (w < W)
+            h, w, m, s, t = _tile(s_ptr, t_ptr, n, c, h0, w0, H, W, s_n, s_c, s_h, s_w, t_n, t_c, t_h, t_w,
+                                  BLOCK_H, BLOCK_W)
             hs, ws = h.to(tl.int64), w.to(tl.int64)
-            s = tl.load(s_ptr + n * s_n + c * s_c + hs * s_h + ws * s_w, mask=m, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + n * t_n + c * t_c + hs * t_h + ws * t_w, mask=m, other=0.0).to(tl.float32)
             g = a * (s - t)
             for i in tl.static_range(K0):
                 for j in tl.static_range(K0):

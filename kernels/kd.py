@@ -22,6 +22,17 @@ def _row_offsets(r, A, H, W, s_b, s_a, s_h, s_w):
 
 
 @triton.jit
+def _rows(t_ptr, R, A, H, W, s_b, s_a, s_h, s_w, t_b, t_a, t_h, t_w, t_d, BLOCK_R: tl.constexpr):
+    """This program's rows: which are live, their student and teacher offsets, the teacher's objectness."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    live = r < R
+    s_row = _row_offsets(r, A, H, W, s_b, s_a, s_h, s_w)
+    t_row = _row_offsets(r, A, H, W, t_b, t_a, t_h, t_w)
+    t_obj = tl.load(t_ptr + t_row + 4 * t_d, mask=live, other=-float("inf")).to(tl.float32)
+    return r, live, s_row, t_row, 1.0 / (1.0 + tl.exp(-t_obj))
+
+
+@triton.jit
 def _log_sigmoid(x):
     return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
 
@@ -33,12 +44,8 @@ def _dense_kd_kernel(
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    live = r < R
-    s_row = _row_offsets(r, A, H, W, s_b, s_a, s_h, s_w)
-    t_row = _row_offsets(r, A, H, W, t_b, t_a, t_h, t_w)
-    t_obj = tl.load(t_ptr + t_row + 4 * t_d, mask=live, other=-float("inf")).to(tl.float32)
-    weight = tl.where(live, 1.0 / (1.0 + tl.exp(-t_obj)), 0.0)
+    r, live, s_row, t_row, obj = _rows(t_ptr, R, A, H, W, s_b, s_a, s_h, s_w, t_b, t_a, t_h, t_w, t_d, BLOCK_R)
+    weight = tl.where(live, obj, 0.0)
     kl = tl.zeros([BLOCK_R], dtype=tl.float32)
     for c0 in range(5, D, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
@@ -58,15 +65,9 @@ def _dense_kd_grad_kernel(
     s_b, s_a, s_h, s_w, s_d, t_b, t_a, t_h, t_w, t_d, g_b, g_a, g_h, g_w, g_d,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    live = r < R
-    s_row = _row_offsets(r, A, H, W, s_b, s_a, s_h, s_w)
-    t_row = _row_offsets(r, A, H, W, t_b, t_a, t_h, t_w)
+    r, live, s_row, t_row, obj = _rows(t_ptr, R, A, H, W, s_b, s_a, s_h, s_w, t_b, t_a, t_h, t_w, t_d, BLOCK_R)
     g_row = _row_offsets(r, A, H, W, g_b, g_a, g_h, g_w)
-    scale = tl.load(scale_ptr)  # T / W times the incoming gradient
-    t_obj = tl.load(t_ptr + t_row + 4 * t_d, mask=live, other=-float("inf")).to(tl.float32)
-    weight = scale / (1.0 + tl.exp(-t_obj))
+    weight = tl.load(scale_ptr) * obj  # scale: T / W times the incoming gradient
     for c0 in range(0, D, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         m = live[:, None] & (c < D)[None, :]
