@@ -59,9 +59,14 @@ class ConvBlock(nn.Module):
 
 
 class MaxPool(nn.Module):
-    """Darknet max-pooling: total padding size - 1 (asymmetric, right/bottom, when size is even). The
-    asymmetric padding is applied only when a window reaches it (not for size 2, stride 2 on an even input):
-    the output is the same, without an input-sized copy in each direction."""
+    """Darknet max-pooling: total padding size - 1 (asymmetric, right/bottom, when size is even), padded with
+    -inf as darknet's C code does (its weights were trained so). The asymmetric padding is applied only when a
+    window reaches it (not for size 2, stride 2 on an even input): the output is the same, without an
+    input-sized copy in each direction.
+
+    A difference from the authors' DIODE code, kept on purpose: their ultralytics port pads yolov3-tiny's size-2
+    stride-1 max-pool with zeros, so after a leaky ReLU with negative values the last row and column of its head
+    maps differ. yolov3-tiny is DIODE's verifier only; fastdiode follows darknet, which defines the weights."""
 
     def __init__(self, size: int, stride: int):
         super().__init__()
