@@ -72,6 +72,7 @@ class Trainer:
                 self.terms_ddp = self.terms
             self.terms.attach(self.student, self.teacher)
         self.loss_names = ["mimic", "label", *(self.terms.names if self.terms is not None else [])]
+        self._no_terms = torch.zeros(0, device=device)
         self.optimizer = self._optimizer()
         self.ema = ModelEMA(self.student, cfg.optim.ema_decay) if cfg.optim.ema else None
         use_compile = compile_enabled(cfg.run.compile, device)
@@ -123,9 +124,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        weights = torch.tensor(self.terms.weights(self.step) if self.terms is not None else [], dtype=torch.float32)
-        total, parts = self.loss_fn(images, boxes.to(self.device, non_blocking=True),
-                                    weights.to(self.device, non_blocking=True))
+        weights = self._no_terms if self.terms is None else \
+            torch.tensor(self.terms.weights(self.step), dtype=torch.float32).to(self.device, non_blocking=True)
+        total, parts = self.loss_fn(images, boxes.to(self.device, non_blocking=True), weights)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if o.grad_clip > 0:
