@@ -15,8 +15,10 @@ class logits carry no knowledge and would swamp the loss (they are ~99% of the c
 keeps the cells where the teacher sees something, the normalisation makes the loss independent of how many
 objects an image holds, and T² keeps the gradient's scale independent of T, as Hinton's.
 
-The fused path reads each (student, teacher) map once forward and writes the student's gradient in one pass,
-dL/ds_c = T·w/Σw·(σ(s_c/T) − σ(t_c/T)); the teacher gets no gradient.
+The fused paths read each (student, teacher) map once and write the student's gradient,
+dL/ds_c = T·w/Σw·(σ(s_c/T) − σ(t_c/T)); the teacher gets no gradient. On CUDA two Triton kernels (forward sums,
+backward gradient); on CPU one compiled region that returns the loss and the gradient together, the backward only
+scaling it, as Liger does for its KL losses.
 """
 from __future__ import annotations
 
@@ -77,8 +79,11 @@ def dense_kd_loss_reference(student: list[torch.Tensor], teacher: list[torch.Ten
     return t2 * num / (den + EPS)
 
 
-def _dense_kd_torch(student: list[torch.Tensor], teacher: list[torch.Tensor], temperature: float) -> torch.Tensor:
-    num, den = 0.0, 0.0
+def _dense_kd_torch(student: list[torch.Tensor], teacher: list[torch.Tensor],
+                    temperature: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(loss, the student maps' gradients) in one compiled region: the gradient is computed in the forward
+    pass, as Liger computes its KL losses' (one read of each map, nothing else kept for the backward)."""
+    num, den, grads = 0.0, 0.0, []
     for s, t in zip(student, teacher):
         s_cls = upcast(s[..., 5:]) / temperature
         t_cls = upcast(t[..., 5:]).detach() / temperature
@@ -87,10 +92,27 @@ def _dense_kd_torch(student: list[torch.Tensor], teacher: list[torch.Tensor], te
         w = torch.sigmoid(upcast(t[..., 4]).detach())
         num = num + (w * kl.sum(-1)).sum()
         den = den + w.sum()
-    return temperature * temperature * num / (den + EPS)
+        grads.append(w[..., None] * (torch.sigmoid(s_cls) - q))
+    inv = 1.0 / (den + EPS)
+    return (temperature * temperature * num * inv,
+            [F.pad(g * (temperature * inv), (5, 0)).to(s.dtype) for g, s in zip(grads, student)])
 
 
 _dense_kd_compiled = compiled(_dense_kd_torch, dynamic=False)
+
+
+class DenseKDTorch(torch.autograd.Function):
+    """The CPU path: loss and gradient from one compiled region; the backward only scales the saved gradient."""
+
+    @staticmethod
+    def forward(ctx, temperature: float, *maps: torch.Tensor) -> torch.Tensor:
+        loss, grads = _dense_kd_compiled(list(maps[0::2]), list(maps[1::2]), temperature)
+        ctx.save_for_backward(*grads)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (None, *[x for g in ctx.saved_tensors for x in (g * grad.to(g.dtype), None)])
 
 
 @torch.library.custom_op("fastdiode::dense_kd_sums", mutates_args=())
@@ -154,5 +176,5 @@ def dense_kd_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], temp
     if choice == "triton":
         return DenseKD.apply(float(temperature), *[m for pair in zip(student, teacher) for m in pair])
     if choice == "torch":
-        return _dense_kd_compiled(list(student), list(teacher), float(temperature))
+        return DenseKDTorch.apply(float(temperature), *[m for pair in zip(student, teacher) for m in pair])
     return dense_kd_loss_reference(student, teacher, temperature)

@@ -73,3 +73,12 @@ def test_kd_loss_is_hintons(backend, temperature):
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(torch.autograd.grad(out, s)[0], torch.autograd.grad(expected, s)[0])
     assert torch.autograd.gradcheck(lambda x: kd_loss_reference(x, t, temperature), (s,))
+
+
+@pytest.mark.slow
+def test_compiled_dense_kd(compile_on):
+    s, t = head_maps(SHAPES[0], torch.float32, strided=True), head_maps(SHAPES[0], torch.float32, seed=1, strided=True)
+    out, exp = dense_kd_loss(s, t, 2.0, backend="torch"), dense_kd_loss_reference(s, t, 2.0)
+    assert_close(out, exp, torch.float32, "loss")
+    for a, b in zip(torch.autograd.grad(out, s), torch.autograd.grad(exp, s)):
+        assert_close(a, b, torch.float32, "grad")
