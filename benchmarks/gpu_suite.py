@@ -165,6 +165,27 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", bench(
         lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke),
         5 * nbytes, ">= 70% copy bw", base)
+    roi_crop_timings(device, smoke, add)
+
+
+def roi_crop_timings(device, smoke: bool, add) -> None:
+    """roi_crop at 416² x 16 images x 32 boxes, 32 px crops pooled 8x8 (DICOD's localization loss), bf16, fwd+bwd
+    to the images and the boxes, against affine_grid + grid_sample + adaptive_avg_pool2d. Bytes: the image read
+    and its gradient written once, and the four bilinear taps of every sample read forward and backward."""
+    from fastdiode.ops import roi_crop
+
+    batch, boxes_per, side, size = (2, 3, 32, 8) if smoke else (16, 32, 416, 32)
+    g = torch.Generator(device=device).manual_seed(1)
+    images = torch.randn(batch, 3, side, side, device=device, generator=g).to(torch.bfloat16).requires_grad_(True)
+    lo = torch.rand(batch, boxes_per, 2, device=device, generator=g) * 0.6
+    boxes = torch.cat([lo, lo + torch.rand(batch, boxes_per, 2, device=device, generator=g) * 0.35 + 0.05], -1)
+    boxes.requires_grad_(True)
+    nbytes = 2 * images.numel() * 2 + 2 * 4 * batch * boxes_per * 3 * size * size * 2
+    base = bench(lambda: torch.autograd.grad(ref.dicod_crops(images.float(), boxes, size)[1].sum(), (images, boxes)),
+                 smoke)
+    add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", bench(
+        lambda: torch.autograd.grad(roi_crop(images, boxes, size, pool=8, backend="triton").sum(), (images, boxes)),
+        smoke), nbytes, "vs grid_sample", base)
 
 
 DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the floor of method.md §10

@@ -106,3 +106,18 @@ def sigmoid_kd(student: list[torch.Tensor], teacher: list[torch.Tensor], tempera
         num = num + (w * kl.sum(-1)).sum()
         den = den + w.sum()
     return temperature ** 2 * num / den
+
+
+def dicod_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DICOD's box crops written out: an affine matrix per box, ``affine_grid``, ``grid_sample`` over the box's
+    image, then the 4x4 and 8x8 ``adaptive_avg_pool2d`` the localization loss compares."""
+    b, k = boxes.shape[:2]
+    c, h, w = images.shape[1:]
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    zero = torch.zeros_like(x1)
+    theta = torch.stack([torch.stack([x2 - x1, zero, x1 + x2 - 1], -1),
+                         torch.stack([zero, y2 - y1, y1 + y2 - 1], -1)], -2).reshape(b * k, 2, 3)
+    grid = nn.functional.affine_grid(theta, [b * k, c, size, size], align_corners=False)
+    crops = nn.functional.grid_sample(images[:, None].expand(b, k, c, h, w).reshape(b * k, c, h, w), grid,
+                                      mode="bilinear", padding_mode="zeros", align_corners=False)
+    return nn.functional.adaptive_avg_pool2d(crops, 4), nn.functional.adaptive_avg_pool2d(crops, 8)

@@ -2,7 +2,8 @@
 
     make bench    (or: pytest benchmarks/test_ops_cpu.py --benchmark-only --benchmark-json=OUT.json)
 
-Shapes: the 11 BN inputs of YOLOv3-tiny at 128 px, batch 16; images 16x3x128x128; its neck features and head maps. Gradients are taken with
+Shapes: the 11 BN inputs of YOLOv3-tiny at 128 px, batch 16; images 16x3x128x128; its neck features and head maps;
+16 images x 8 boxes cropped at 32 px. Gradients are taken with
 torch.autograd.grad (no accumulation into .grad on either side). The first call of each case (which
 compiles the fastdiode torch halves) is excluded by a warm-up round.
 """
@@ -17,7 +18,7 @@ from benchmarks import reference_style as ref
 from benchmarks.shapes import yolov3_tiny_bn_shapes
 from fastdiode.augment import DiodeAugment
 from fastdiode.losses import bn_stat_loss, dense_kd_loss, hcl_loss, tv_prior
-from fastdiode.ops import bn_act_stat_loss
+from fastdiode.ops import bn_act_stat_loss, roi_crop
 
 IMPLS = ["fastdiode", "reference_style"]
 BATCH, SIZE, JITTER = 16, 128, 16
@@ -160,5 +161,32 @@ def test_dense_kd(benchmark, impl, head_maps):
 
     def step():
         torch.autograd.grad(loss_fn(student, teacher, 2.0), student)
+
+    run(benchmark, step)
+
+
+@pytest.fixture(scope="module")
+def crop_inputs():
+    """16 images of 128 px with 8 boxes each (normalised x1, y1, x2, y2), as DICOD's localization loss crops them."""
+    g = torch.Generator().manual_seed(6)
+    lo = torch.rand(BATCH, 8, 2, generator=g) * 0.6
+    boxes = torch.cat([lo, lo + torch.rand(BATCH, 8, 2, generator=g) * 0.35 + 0.05], -1).requires_grad_(True)
+    return torch.randn(BATCH, 3, SIZE, SIZE, generator=g).requires_grad_(True), boxes
+
+
+@pytest.mark.benchmark(group="roi_crop: 16 images x 8 boxes, 32 px crops pooled 4x4 and 8x8, fwd+bwd")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_roi_crop(benchmark, impl, crop_inputs):
+    images, boxes = crop_inputs
+
+    def crops():
+        if impl == "fastdiode":
+            p8 = roi_crop(images, boxes, 32, pool=8)
+            return p8.unflatten(-1, (4, 2)).unflatten(-3, (4, 2)).mean((-1, -3)), p8  # 4x4 bins nest in 8x8
+        return ref.dicod_crops(images, boxes, 32)
+
+    def step():
+        p4, p8 = crops()
+        torch.autograd.grad(p4.abs().sum() + p8.abs().sum(), (images, boxes))
 
     run(benchmark, step)

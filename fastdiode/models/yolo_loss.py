@@ -1,8 +1,8 @@
 """YOLOv3 detection loss as in the reference code (method.md §2.3), in fixed shapes.
 
-Each target box (class, centre, w, h, normalised) is assigned, at every scale, to every anchor whose
-width/height IoU with it (in grid units) exceeds ``iou_t``, at cell floor(centre * grid). Predicted boxes:
-p_xy = sigmoid(t_xy), p_wh = exp(t_wh) * anchor (exp clamped at 1e3).
+Targets are matched to anchors and cells by :func:`fastdiode.models.yolo_assign.assign_targets` (the one
+assignment, shared with the DICOD losses). Predicted boxes: p_xy = sigmoid(t_xy), p_wh = exp(t_wh) * anchor
+(exp clamped at 1e3).
 
     L_box = sum_s mean over matches (1 - GIoU)
     L_obj = sum_s BCE-with-logits mean over all cells (1 at matched cells, 0 elsewhere)
@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastdiode.models.boxes import generalized_iou, wh_iou, xywh_to_xyxy
+from fastdiode.models.boxes import generalized_iou, xywh_to_xyxy
+from fastdiode.models.yolo_assign import assign_targets
 from fastdiode.models.heads import HasYoloHeads
 from fastdiode.ops.tensor_checks import upcast
 
@@ -52,35 +53,21 @@ def yolo_loss(
     _check(preds, targets, model)
     dtype = upcast(preds[0]).dtype
     targets = targets.to(dtype)
-    valid = targets[..., 0] >= 0
     zero = preds[0].new_zeros((), dtype=dtype)
     l_box, l_obj, l_cls = zero, zero, zero
-    for p, head in zip(preds, model.heads):
-        b, a, h, w, _ = p.shape
-        k = targets.shape[1]
+    for p, head, mt in zip(preds, model.heads, assign_targets(preds, targets, model.heads, iou_t)):
         p = upcast(p)
-        anchors = (head.anchors / head.stride).to(p.device, dtype)  # grid units
-        gxy = torch.stack([targets[..., 1] * w, targets[..., 2] * h], -1)  # Python scalars: no host copy
-        gwh = torch.stack([targets[..., 3] * w, targets[..., 4] * h], -1)
-        match = valid[..., None] & (wh_iou(gwh, anchors) > iou_t)  # (B, K, A)
-        cell = gxy.long()
-        gi = cell[..., 0].clamp(0, w - 1)[..., None].expand(b, k, a)
-        gj = cell[..., 1].clamp(0, h - 1)[..., None].expand(b, k, a)
-        bi = torch.arange(b, device=p.device).view(b, 1, 1).expand(b, k, a)
-        ai = torch.arange(a, device=p.device).view(1, 1, a).expand(b, k, a)
-        ps = p[bi, ai, gj, gi]  # (B, K, A, 5 + C): the prediction at each candidate match
-        pbox = torch.cat([ps[..., :2].sigmoid(), ps[..., 2:4].exp().clamp(max=1e3) * anchors], -1)
-        offset = gxy - torch.stack([gi[..., 0], gj[..., 0]], -1).to(dtype)
-        tbox = torch.cat([offset, gwh], -1)[:, :, None].expand(b, k, a, 4)
-        giou = generalized_iou(xywh_to_xyxy(pbox), xywh_to_xyxy(tbox))
-        m = match.to(dtype)
+        ps = mt.gather(p)  # (B, K, A, 5 + C): the prediction at each candidate match
+        tbox = torch.cat([mt.gxy, mt.gwh], -1)[:, :, None]  # grid units, as the decoded predictions
+        giou = generalized_iou(xywh_to_xyxy(mt.decode(p)), xywh_to_xyxy(tbox))
+        m = mt.match.to(dtype)
         n = m.sum().clamp_min(1.0)
         l_box = l_box + ((1.0 - giou) * m).sum() / n
-        tobj = torch.zeros_like(p[..., 4]).index_put((bi, ai, gj, gi), m, accumulate=True).clamp(max=1.0)
+        tobj = torch.zeros_like(p[..., 4]).index_put((mt.bi, mt.ai, mt.gj, mt.gi), m, accumulate=True).clamp(max=1.0)
         l_obj = l_obj + F.binary_cross_entropy_with_logits(p[..., 4], tobj)
         if head.num_classes > 1:
             classes = torch.arange(head.num_classes, device=p.device)
-            tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand(b, k, a, head.num_classes)
+            tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand_as(ps[..., 5:])
             bce = F.binary_cross_entropy_with_logits(ps[..., 5:], tcls, reduction="none").mean(-1)
             l_cls = l_cls + (bce * m).sum() / n
     total = weights[0] * l_box + weights[1] * l_obj + weights[2] * l_cls

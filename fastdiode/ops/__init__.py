@@ -6,6 +6,7 @@ from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_referen
 from fastdiode.ops.frozen_conv import frozen_conv2d
 from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
 from fastdiode.ops.kd import dense_kd_loss, dense_kd_loss_reference, kd_loss, kd_loss_reference
+from fastdiode.ops.roi_crop import roi_crop, roi_crop_reference
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "hcl_loss_reference",
     "kd_loss",
     "kd_loss_reference",
+    "roi_crop",
+    "roi_crop_reference",
     "tv_prior",
     "tv_prior_reference",
 ]

@@ -139,3 +139,22 @@ def test_dense_kd_at_yolov3_head_shapes(dtype):
     close(out, exp, (1e-4, 1e-4), "loss")
     for a, b in zip(torch.autograd.grad(out, s), torch.autograd.grad(exp, s)):
         close(a, b, TOL[dtype], "grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_roi_crop_at_dicod_shapes(dtype):
+    from fastdiode.ops.roi_crop import roi_crop, roi_crop_reference
+
+    batch, k, side, size = (16, 32, 416, 32) if CUDA else (2, 3, 20, 8)
+    images = torch.randn(batch, 3, side, side, device=DEVICE).to(dtype).requires_grad_(True)
+    lo = torch.rand(batch, k, 2, device=DEVICE) * 0.8 - 0.1  # some boxes stick out of the image
+    boxes = torch.cat([lo, lo + torch.rand(batch, k, 2, device=DEVICE) * 0.35 + 0.05], -1).requires_grad_(True)
+    for pool in (None, 8):
+        out, exp = roi_crop(images, boxes, size, pool, backend="triton"), roi_crop_reference(images, boxes, size, pool)
+        close(out, exp, TOL[dtype], "crops")
+        grad = torch.randn_like(exp)
+        got = torch.autograd.grad(out, (images, boxes), grad)
+        want = torch.autograd.grad(exp, (images, boxes), grad)
+        close(got[0], want[0], TOL[dtype], "d/dimages")
+        scale = want[1].abs().max().item() + 1.0
+        assert (got[1] - want[1]).abs().max().item() <= (1e-3 if dtype == torch.float32 else 5e-2) * scale
