@@ -1,7 +1,8 @@
 """The ``fastdiode`` command line: it parses arguments and calls the engines, nothing more. Subcommands:
 ``invert`` (synthesize a detection dataset from a teacher), ``distill`` (train a student by mimicking a
 teacher), ``train`` (train a detector on labels), all also under torchrun, ``eval`` (COCO mAP of a detector on
-an image folder), ``data`` (build the digits benchmark's data) and ``demo`` (the digits benchmark)."""
+an image folder), ``data`` (build the digits benchmark's data; cut object crops), ``train-classifier`` (DICOD's
+crop classifier) and ``demo`` (the digits benchmark)."""
 from __future__ import annotations
 
 import argparse
@@ -71,11 +72,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.kind == "crops":
+        from fastdiode.data.crops import write_crops
+
+        if not args.source:
+            raise ValueError("--from: required for crops: a labelled dataset folder, or a folder of them (train/, "
+                             "val/, ...)")
+        summary = write_crops(args.source, args.out, args.size if args.size is not None else 32, args.context)
+        print(f"fastdiode data crops: {summary['splits']} crops of {summary['size']} px, "
+              f"{len(summary['class_names'])} classes -> {args.out}")
+        return 0
     from fastdiode.data.digits import DigitsSpec, build_digits
 
-    spec = DigitsSpec(train=args.train, val=args.val, proxy=args.proxy, size=args.size, seed=args.seed)
+    spec = DigitsSpec(train=args.train, val=args.val, proxy=args.proxy, size=args.size or 96, seed=args.seed)
     paths = build_digits(args.out, spec)
     print("fastdiode data digits: " + ", ".join(f"{k} -> {v}" for k, v in paths.items()))
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from fastdiode.classify import ClassifierConfig, run_classifier_training
+    from fastdiode.config import load_config
+    from fastdiode.runtime import resolve_device
+
+    cfg = load_config(ClassifierConfig, args.config, args.overrides)
+    summary = run_classifier_training(cfg, resolve_device(cfg.run.device), args.resume)
+    top1 = f", top-1 {summary['final_top1']:.4f} (best {summary['best_top1']:.4f})" if summary["final_top1"] is not None else ""
+    print(f"fastdiode train-classifier: {summary['steps']} steps in {summary['seconds']:.0f} s{top1} "
+          f"-> {cfg.train.out}")
     return 0
 
 
@@ -121,15 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--resume", action="store_true", help="continue the run in train.out where it stopped")
         tr.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=1000")
         tr.set_defaults(func=func)
-    data = sub.add_parser("data", help="build a dataset: 'digits' (the embedded benchmark's handwritten digits)")
-    data.add_argument("kind", choices=["digits"])
-    data.add_argument("--out", required=True, help="output folder (train/, val/, photos/, noise/)")
+    data = sub.add_parser("data", help="build a dataset: 'digits' (the embedded benchmark's handwritten digits) or "
+                          "'crops' (every ground-truth box of a labelled set as an S x S image, for train-classifier)")
+    data.add_argument("kind", choices=["digits", "crops"])
+    data.add_argument("--out", required=True, help="output folder (digits: train/, val/, photos/, noise/; crops: "
+                      "one folder per split of --from)")
+    data.add_argument("--from", dest="source", help="crops: a labelled dataset folder, or a folder of them "
+                      "(train/, val/, ...)")
+    data.add_argument("--context", type=float, default=0.0, help="crops: grow each box by this fraction of its "
+                      "size on every side (default 0)")
     data.add_argument("--train", type=int, default=4000, help="train images (default 4000)")
     data.add_argument("--val", type=int, default=500, help="validation images (default 500)")
     data.add_argument("--proxy", type=int, default=1000, help="images in each out-of-distribution set")
-    data.add_argument("--size", type=int, default=96, help="canvas size in pixels (default 96)")
+    data.add_argument("--size", type=int, default=None, help="digits: canvas size in pixels (default 96); crops: "
+                      "crop size (default 32)")
     data.add_argument("--seed", type=int, default=0)
     data.set_defaults(func=cmd_data)
+    clf = sub.add_parser("train-classifier", help="train DICOD's crop classifier (a ResNet) on a crops folder")
+    clf.add_argument("--config", help="YAML config (configs/classifier_digits.yaml for the digits)")
+    clf.add_argument("--resume", action="store_true", help="continue the run in train.out where it stopped")
+    clf.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=1000")
+    clf.set_defaults(func=cmd_train_classifier)
+
     demo = sub.add_parser("demo", help="DIODE end to end on the digits benchmark (data, synthesis, distillation, "
                                        "baselines, report)")
     demo.add_argument("--config", help="benchmark config (default: the packaged demo; configs/bench_digits.yaml "

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastdiode.runtime.files import atomic_write
 
 log = logging.getLogger("fastdiode")
+TERMS = ("mimic", "label", "kd", "fitnet", "fgfi", "review", "dicod_cls", "dicod_loc")
 
 
 def _pyplot():
@@ -20,9 +21,9 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path | None:
-    """Plot the ``loss`` (and each term — mimic, label, kd, fitnet, fgfi, review — when used) and ``eval`` mAP
-    entries of a metrics history."""
+def plot_curves(history: list[dict], path: str | Path, title: str = "",
+                metrics: tuple[str, ...] = ("mAP@.5", "mAP@[.5:.95]"), terms: tuple[str, ...] = TERMS) -> Path | None:
+    """Plot the ``loss`` (and each of ``terms`` when used) and the ``eval`` ``metrics`` of a metrics history."""
     plt = _pyplot()
     if plt is None:
         log.warning("fastdiode: matplotlib is not installed; no %s", path)
@@ -30,18 +31,18 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path 
     train = [e for e in history if "loss" in e]
     evals = [e for e in history if "eval" in e]
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("loss", "mimic", "label", "kd", "fitnet", "fgfi", "review"):
+    for key in ("loss", *terms):
         if any(e.get(key) for e in train):
             ax_loss.plot([e["step"] for e in train], [e[key] for e in train], label=key)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training loss")
     ax_loss.legend()
-    for key in ("mAP@.5", "mAP@[.5:.95]"):
+    for key in metrics:
         ax_map.plot([e["step"] for e in evals], [e["eval"][key] for e in evals], marker="o", label=key)
     ax_map.set_xlabel("step")
     ax_map.set_ylim(0, 1)
-    ax_map.set_title("validation mAP")
+    ax_map.set_title("validation " + ("mAP" if metrics[0].startswith("mAP") else ", ".join(metrics)))
     if evals:
         ax_map.legend()
     if title:

@@ -33,10 +33,10 @@ from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.run_dir import STATE, append_metrics, prepare_run_dir, rewrite_metrics
 from fastdiode.runtime.schedule import lr_at
 
 log = logging.getLogger("fastdiode")
-STATE = "state.pt"
 
 
 class Trainer:
@@ -181,9 +181,7 @@ class Trainer:
 
     def _log(self, entry: dict) -> None:
         self.history.append(entry)
-        if self.rank == 0:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
+        append_metrics(self.out / "metrics.jsonl", entry, self.rank)
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def fit(self, data: ScannedDataset, val: tuple[Path, Path] | None = None, stop_at: int | None = None) -> dict:
@@ -193,7 +191,7 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         stop = min(t.steps, stop_at) if stop_at is not None else t.steps
-        _rewrite_metrics(self.out / "metrics.jsonl", self.history, self.rank)
+        rewrite_metrics(self.out / "metrics.jsonl", self.history, self.rank)
         plan = cfg.batch_plan(len(data.items), self.rank, self.world)
         stream = cfg.data.batches(data, plan, self.step, stop, self.device)
         bar = tqdm(total=stop, initial=self.step, unit="step", disable=not self.progress or self.rank != 0,
@@ -258,12 +256,6 @@ class Trainer:
         return summary
 
 
-def _rewrite_metrics(path: Path, history: list[dict], rank: int) -> None:
-    """metrics.jsonl = the history the state holds: a resumed run drops lines written after its checkpoint."""
-    if rank == 0:
-        atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in history)))
-
-
 def validation_set(cfg: TrainConfig, class_names: list[str], out: Path) -> tuple[Path, Path] | None:
     """(image folder, COCO json) of ``data.val``; YOLO-labelled sets get a COCO json written under ``out``."""
     if not cfg.data.val:
@@ -277,26 +269,12 @@ def validation_set(cfg: TrainConfig, class_names: list[str], out: Path) -> tuple
     return images, gt
 
 
-def prepare_out(cfg: TrainConfig, resume: bool, rank: int) -> Path:
-    """Create ``train.out``; refuse to overwrite an earlier run's state unless resuming."""
-    out = Path(cfg.train.out)
-    if (out / STATE).exists() and not resume:
-        raise ValueError(f"train.out: {out} already holds a run ({STATE}); pass --resume to continue it or "
-                         "choose another train.out")
-    if resume and not (out / STATE).exists():
-        raise ValueError(f"--resume: {out / STATE}: no such file (nothing to resume)")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
-    return out
-
-
 def run_training(cfg: TrainConfig, student: Detector, teacher: Detector | None, device: torch.device,
                  class_names: list[str] | None = None, rank: int = 0, world: int = 1, resume: bool = False,
                  progress: bool = True, stop_at: int | None = None) -> dict:
     """Scan the data, build the trainer, resume if asked, train, evaluate, write the outputs. Without
     ``class_names`` the training set's names are used (or the class indices when it has none)."""
-    out = prepare_out(cfg, resume, rank)
+    out = prepare_run_dir(cfg.train.out, to_dict(cfg), resume, rank)
     data = scan_dataset(cfg.data.train, student.num_classes, cfg.data.strict)
     if cfg.data.limit:
         if len(data.items) < cfg.data.limit:

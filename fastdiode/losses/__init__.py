@@ -1,5 +1,7 @@
 """Losses to drop into any trainer: nn.Modules and functional forms."""
 from fastdiode.losses.bn_stat import BNStatLoss, bn_stat_loss, cosine_layer_weights
+from fastdiode.losses.classification import focal_loss
+from fastdiode.losses.dicod import DICODClsLoss, DICODLocLoss, crop_logits, dicod_cls_loss, dicod_loc_loss
 from fastdiode.losses.distill import mimic_loss
 from fastdiode.losses.feature_kd import (
     ABF,
@@ -16,6 +18,7 @@ from fastdiode.ops.kd import dense_kd_loss, kd_loss
 from fastdiode.losses.priors import TVPrior, image_norm_prior, tv_prior
 from fastdiode.models.yolo_loss import yolo_loss
 
-__all__ = ["ABF", "BNStatLoss", "ConvReg", "DenseKDLoss", "FGFILoss", "FitNetLoss", "KDLoss", "ReviewKDLoss",
-           "TVPrior", "bn_stat_loss", "cosine_layer_weights", "dense_kd_loss", "fgfi_mask", "hcl_loss",
+__all__ = ["ABF", "BNStatLoss", "ConvReg", "DICODClsLoss", "DICODLocLoss", "DenseKDLoss", "FGFILoss", "FitNetLoss",
+           "KDLoss", "ReviewKDLoss", "TVPrior", "bn_stat_loss", "cosine_layer_weights", "crop_logits",
+           "dense_kd_loss", "dicod_cls_loss", "dicod_loc_loss", "fgfi_mask", "focal_loss", "hcl_loss",
            "image_norm_prior", "kd_loss", "mimic_loss", "tv_prior", "yolo_loss"]

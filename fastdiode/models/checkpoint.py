@@ -1,7 +1,8 @@
-"""fastdiode's own checkpoints: ``NAME.safetensors`` (the state dict) beside ``NAME.json`` (classes, class names,
-input size, the model's ``checkpoint_spec()`` — for a Darknet its name, layer list and anchors — and any extra
-metadata), so a model loads without code. Architectures other than Darknet register a builder with
-:func:`register_architecture`."""
+"""fastdiode's own checkpoints: ``NAME.safetensors`` (the state dict) beside ``NAME.json`` (its kind, classes,
+class names, input size, the model's ``checkpoint_spec()`` — for a Darknet its name, layer list and anchors —
+and any extra metadata), so a model loads without code. Two kinds: detectors and classifiers (a model says
+which by its ``checkpoint_kind``; Darknets are detectors), and loading one where the other is expected is an
+error that says so. Other architectures register a builder with :func:`register_architecture`."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,13 @@ from safetensors.torch import load_file, save_file
 
 from fastdiode.models.darknet import Darknet
 from fastdiode.models.detector import Detector
+from fastdiode.models.resnet import ResNet
 from fastdiode.runtime.files import atomic_write
 
 # architecture name -> builder(spec, input_size) of an unloaded model
-ARCHITECTURES: dict[str, Callable[[dict, int], torch.nn.Module]] = {"darknet": Darknet.from_checkpoint_spec}
+ARCHITECTURES: dict[str, Callable[[dict, int], torch.nn.Module]] = {
+    "darknet": Darknet.from_checkpoint_spec, "resnet": ResNet.from_checkpoint_spec}
+KINDS = ("detector", "classifier")
 
 
 def register_architecture(name: str, builder: Callable[[dict, int], torch.nn.Module]) -> None:
@@ -35,7 +39,7 @@ def save(model: Detector, path: str | Path, class_names: list[str] | None = None
     if class_names is not None and len(class_names) != model.num_classes:
         raise ValueError(f"class_names: {len(class_names)} names for a model with {model.num_classes} classes")
     info = {
-        "format": "fastdiode-detector/1", "num_classes": model.num_classes,
+        "format": f"fastdiode-{getattr(model, 'checkpoint_kind', 'detector')}/1", "num_classes": model.num_classes,
         "class_names": class_names or [str(i) for i in range(model.num_classes)],
         "input_size": model.input_size, **model.checkpoint_spec(), "metadata": metadata,
     }
@@ -46,21 +50,26 @@ def save(model: Detector, path: str | Path, class_names: list[str] | None = None
     return weights
 
 
-def load_info(path: str | Path) -> dict:
-    """The JSON half of a checkpoint."""
+def load_info(path: str | Path, kind: str = "detector") -> dict:
+    """The JSON half of a checkpoint of ``kind`` (detector or classifier)."""
     meta = _stem(path).with_suffix(".json")
     if not meta.is_file():
         raise FileNotFoundError(f"checkpoint {meta}: no such file (a fastdiode checkpoint is NAME.safetensors "
                                 "+ NAME.json)")
     info = json.loads(meta.read_text())
-    if info.get("format") != "fastdiode-detector/1":
-        raise ValueError(f"checkpoint {meta}: not a fastdiode detector checkpoint (format {info.get('format')!r})")
+    found = info.get("format")
+    if found != f"fastdiode-{kind}/1":
+        other = next((k for k in KINDS if found == f"fastdiode-{k}/1"), None)
+        if other is not None:
+            raise ValueError(f"checkpoint {meta}: a {other} checkpoint, but a {kind} is expected here")
+        raise ValueError(f"checkpoint {meta}: not a fastdiode {kind} checkpoint (format {found!r})")
     return info
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Detector:
-    """Rebuild and load a model saved with :func:`save`; ``model.class_names`` holds the class names."""
-    info = load_info(path)
+def load(path: str | Path, map_location: str | torch.device = "cpu", kind: str = "detector") -> Detector:
+    """Rebuild and load a model saved with :func:`save` (a ``kind`` checkpoint: ``detector`` or ``classifier``);
+    ``model.class_names`` holds the class names."""
+    info = load_info(path, kind)
     weights = _stem(path).with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {weights}: no such file")

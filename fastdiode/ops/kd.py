@@ -1,6 +1,7 @@
 """Logit distillation (method.md §8): Hinton's softmax KL for classifier heads, and its dense form for YOLO heads.
 
-``kd_loss``: KL(softmax(t/T) ‖ softmax(s/T)) · T², averaged over the batch (Hinton; mdistiller's reduction).
+``kd_loss``: KL(softmax(t/T) ‖ softmax(s/T)) · T², averaged over the batch (Hinton; mdistiller's reduction), or
+with per-row ``weights`` their weighted mean Σ w·KL / Σ w (a mask of positives keeps shapes fixed).
 
 ``dense_kd_loss`` on YOLO head maps (B, A, H, W, 5 + C), pre-NMS at the same anchors and cells: YOLO's classes
 are independent sigmoids, so each class is a binary distribution softened by T,
@@ -31,36 +32,48 @@ from fastdiode.runtime.backend import compiled, resolve_backend
 EPS = 1e-9
 
 
-def kd_loss_reference(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def _row_mean(kl: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return kl.mean()
+    w = weights.to(kl.dtype)
+    return (w * kl).sum() / w.sum().clamp_min(EPS)
+
+
+def kd_loss_reference(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """Hinton's KD on (N, C) logits, written out."""
     t = temperature
     log_p = F.log_softmax(upcast(student) / t, dim=1)
     q = F.softmax(upcast(teacher).detach() / t, dim=1)
-    return (q * (torch.log(q.clamp_min(1e-30)) - log_p)).sum(1).mean() * t * t
+    return _row_mean((q * (torch.log(q.clamp_min(1e-30)) - log_p)).sum(1), weights) * t * t
 
 
-def _kd_torch(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def _kd_torch(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+              weights: torch.Tensor | None) -> torch.Tensor:
     log_p = torch.log_softmax(upcast(student) / temperature, dim=1)
     log_q = torch.log_softmax(upcast(teacher).detach() / temperature, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum(1).mean() * temperature * temperature
+    return _row_mean((log_q.exp() * (log_q - log_p)).sum(1), weights) * temperature * temperature
 
 
 _kd_compiled = compiled(_kd_torch, dynamic=False)
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0,
-            backend: str | None = None) -> torch.Tensor:
-    """KL(softmax(teacher/T) ‖ softmax(student/T)) · T², averaged over the N rows of (N, C) logits. The fast path
-    (``torch``, and ``triton`` on CUDA, where inductor writes the kernel) is one compiled region."""
+            backend: str | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(softmax(teacher/T) ‖ softmax(student/T)) · T², averaged over the N rows of (N, C) logits (weighted by
+    ``weights`` (N,) when given). The fast path (``torch``, and ``triton`` on CUDA, where inductor writes the
+    kernel) is one compiled region."""
     require_float(student, "student")
     if student.dim() != 2 or student.shape != teacher.shape:
         raise ValueError(f"student, teacher: expected (N, C) logits of one shape, got {tuple(student.shape)} and "
                          f"{tuple(teacher.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
+    if weights is not None and weights.shape != student.shape[:1]:
+        raise ValueError(f"weights: expected one per row, shape ({student.shape[0]},), got {tuple(weights.shape)}")
     if resolve_backend("kd_loss", backend, student) == "reference":
-        return kd_loss_reference(student, teacher, temperature)
-    return _kd_compiled(student, teacher, float(temperature))
+        return kd_loss_reference(student, teacher, temperature, weights)
+    return _kd_compiled(student, teacher, float(temperature), weights)
 
 
 def dense_kd_loss_reference(student: list[torch.Tensor], teacher: list[torch.Tensor],
