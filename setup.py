@@ -34,6 +34,7 @@ setup(
         "pycocotools",
         "scikit-learn",  # the digits benchmark's handwritten digits and photographs
         "matplotlib",  # loss and mAP curves
+        "tidecv",  # TIDE's error breakdown of every evaluation
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval"],

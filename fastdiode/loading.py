@@ -90,3 +90,11 @@ def build_student(cfg, teacher: Darknet | None) -> Darknet:
     classes = teacher.num_classes if teacher is not None else sc.num_classes
     return build_detector(sc.model, None, classes, sc.width, sc.depth, anchors=anchors,
                           input_size=cfg.train.img_size)
+
+
+def load_classifier(path: str | Path) -> torch.nn.Module:
+    """DICOD's crop classifier from a fastdiode classifier checkpoint (a detector checkpoint is a clear error)."""
+    try:
+        return models.load(path, kind="classifier")
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"classifier: {e}") from None

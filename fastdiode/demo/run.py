@@ -21,6 +21,8 @@ from fastdiode.data.images import read_image
 from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_distill, row_inversion
 from fastdiode.distill.curves import plot_comparison
 from fastdiode.distill.trainer import STATE, run_training
+from fastdiode.eval.coco import TIDE_MAIN, TIDE_SPECIAL
+from fastdiode.eval.tide_chart import mean_tide, plot_tide
 from fastdiode.models import load
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
@@ -151,7 +153,8 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
             seconds += summary["seconds"]
         entry = {"row": row.name, "source": row.source, "seeds": row.seeds,
                  "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
-                 "minutes": seconds / 60, "synth_minutes": synth_seconds / 60}
+                 "minutes": seconds / 60, "synth_minutes": synth_seconds / 60,
+                 "tide": mean_tide([f.get("tide") for f in finals])}
         for key in ("mAP@.5", "mAP@[.5:.95]"):
             values = torch.tensor([f.get(key, 0.0) for f in finals], dtype=torch.float64)
             entry[key] = values.mean().item()
@@ -159,6 +162,9 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
             entry[f"{key} runs"] = values.tolist()
         table.append(entry)
     plot_comparison(histories, out / "curves.png")
+    tides = {r["row"]: r["tide"] for r in table if r["tide"]}
+    if tides:
+        plot_tide(tides, out / "tide.png", "TIDE errors of each row's student on the real digits val set")
     diode = [r for r in cfg.rows if r.source == "diode"]
     if diode:
         synth = out / "synth" / plan[diode[0].name][0]
@@ -187,6 +193,15 @@ def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
     return "\n".join(lines)
 
 
+def format_tide_table(table: list[dict]) -> str:
+    keys = [*(("main", k) for k in TIDE_MAIN), *(("special", k) for k in TIDE_SPECIAL)]
+    lines = ["| row | " + " | ".join(k for _, k in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for r in table:
+        if r["tide"]:
+            lines.append(f"| {r['row']} | " + " | ".join(f"{r['tide'][kind][k]:.2f}" for kind, k in keys) + " |")
+    return "\n".join(lines)
+
+
 def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool,
                        machine: dict) -> str:
     student = cfg.distill.student
@@ -205,6 +220,9 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
         format_table(teacher, table, cfg.data.train), "",
         "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
     ]
+    if any(r["tide"] for r in table):
+        parts += ["TIDE's error breakdown of the final students (dAP@0.5 points; mean over seeds; lower is better):",
+                  "", format_tide_table(table), "", "![tide](tide.png)", ""]
     if synth:
         name = synthesis_plan(cfg)[next(r.name for r in cfg.rows if r.source == "diode")][0]
         parts += ["Synthesized images with their target boxes:", "", f"![synthesized](synth/{name}/preview.png)", "",

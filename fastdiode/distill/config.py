@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -104,6 +105,34 @@ class ReviewTermConfig:
 
 
 @dataclass
+class DICODClsTermConfig:
+    """DICOD's classification distillation: the crop classifier's logits at each positive anchor (weight 0.4)."""
+
+    weight: float = 0.0
+    temperature: float = 2.0
+    warmup: int = 0
+
+
+@dataclass
+class DICODLocTermConfig:
+    """DICOD's localization distillation: L1 of pooled pixels and classifier-stem features between the crops at the
+    predicted and the ground-truth box (weight 0.15)."""
+
+    weight: float = 0.0
+    size: int | None = None  # crop size in pixels; None: the classifier's input size
+    warmup: int = 0
+
+
+@dataclass
+class ClassifierRefConfig:
+    """DICOD's crop classifier (``fastdiode train-classifier``). ``classifier=PATH`` is short for
+    ``classifier.weights=PATH``."""
+
+    SHORTHAND: ClassVar[str] = "weights"
+    weights: str = ""  # a fastdiode classifier checkpoint
+
+
+@dataclass
 class DistillLossConfig:
     """The trainer's loss weights (the inversion's are :class:`fastdiode.inversion.config.InversionLossConfig`):
     distill·L_mimic + label·L_task + the distillation terms below, each with its weight and options."""
@@ -114,13 +143,17 @@ class DistillLossConfig:
     fitnet: FitNetTermConfig = field(default_factory=FitNetTermConfig)
     fgfi: FGFITermConfig = field(default_factory=FGFITermConfig)
     review: ReviewTermConfig = field(default_factory=ReviewTermConfig)
+    dicod_cls: DICODClsTermConfig = field(default_factory=DICODClsTermConfig)
+    dicod_loc: DICODLocTermConfig = field(default_factory=DICODLocTermConfig)
 
     def terms(self) -> dict[str, object]:
         """The distillation terms that are on (weight > 0), by name."""
         return {name: term for name in TERMS if (term := getattr(self, name)).weight > 0}
 
 
-TERMS = ("kd", "fitnet", "fgfi", "review")
+TERMS = ("kd", "fitnet", "fgfi", "review", "dicod_cls", "dicod_loc")
+TEACHER_TERMS = ("kd", "fitnet", "fgfi", "review")  # the terms that read the detector teacher
+CLASSIFIER_TERMS = ("dicod_cls", "dicod_loc")  # the terms that read the crop classifier
 
 
 @dataclass
@@ -144,6 +177,7 @@ class TrainLoopConfig:
 class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # distill; no weights for train
+    classifier: ClassifierRefConfig = field(default_factory=ClassifierRefConfig)  # DICOD's terms only
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
@@ -194,8 +228,16 @@ class TrainConfig:
             term = getattr(self.loss, name)
             if term.weight < 0 or term.warmup < 0:
                 raise ConfigError(f"loss.{name}: weight and warmup must be >= 0, got {term.weight}, {term.warmup}")
-            if term.weight > 0 and not self.has_teacher:
+            if term.weight > 0 and name in TEACHER_TERMS and not self.has_teacher:
                 raise ConfigError(f"loss.{name}.weight: {term.weight} > 0 needs a teacher (teacher=PATH, with "
                                   "fastdiode distill)")
-        if self.loss.kd.temperature <= 0:
-            raise ConfigError(f"loss.kd.temperature: expected > 0, got {self.loss.kd.temperature}")
+            if term.weight > 0 and name in CLASSIFIER_TERMS and not self.classifier.weights:
+                raise ConfigError(f"loss.{name}.weight: {term.weight} > 0 needs a crop classifier (classifier=PATH, "
+                                  "from fastdiode train-classifier)")
+        for key, value in (("loss.kd.temperature", self.loss.kd.temperature),
+                           ("loss.dicod_cls.temperature", self.loss.dicod_cls.temperature)):
+            if value <= 0:
+                raise ConfigError(f"{key}: expected > 0, got {value}")
+        if self.loss.dicod_loc.size is not None and self.loss.dicod_loc.size < 1:
+            raise ConfigError(f"loss.dicod_loc.size: expected a positive crop size in pixels, got "
+                              f"{self.loss.dicod_loc.size}")

@@ -23,11 +23,12 @@ from torch import nn
 
 from fastdiode.config import config_hash, to_dict
 from fastdiode.data.scan import ScannedDataset, dataset_paths, scan_dataset
-from fastdiode.distill.config import TrainConfig
+from fastdiode.distill.config import CLASSIFIER_TERMS, TrainConfig
 from fastdiode.distill.curves import plot_curves
 from fastdiode.distill.ema import ModelEMA
 from fastdiode.distill.sync_bn import convert_sync_batchnorm
 from fastdiode.distill.terms import DistillTerms
+from fastdiode.loading import load_classifier
 from fastdiode.losses import mimic_loss
 from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
@@ -44,7 +45,8 @@ class Trainer:
     ``rank`` of ``world`` (DDP when world > 1; the process group must already be up)."""
 
     def __init__(self, cfg: TrainConfig, student: Detector, teacher: Detector | None, device: torch.device,
-                 class_names: list[str], rank: int = 0, world: int = 1, progress: bool = True):
+                 class_names: list[str], rank: int = 0, world: int = 1, progress: bool = True,
+                 classifier: nn.Module | None = None):
         self.cfg, self.device, self.rank, self.world, self.progress = cfg, device, rank, world, progress
         self.class_names = class_names
         self.out = Path(cfg.train.out)
@@ -63,8 +65,12 @@ class Trainer:
             self.teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
         self.terms = self.terms_ddp = None
         if cfg.loss.terms():
-            self.terms = DistillTerms(cfg.loss, self.student, self.teacher, cfg.train.img_size, device, cfg.run.backend)
-            if world > 1:
+            self.terms = DistillTerms(cfg.loss, self.student, self.teacher, cfg.train.img_size, device, cfg.run.backend,
+                                      classifier.to(device) if classifier is not None else None)
+            if classifier is not None and list(getattr(classifier, "class_names", class_names)) != list(class_names):
+                raise ValueError(f"classifier: {cfg.classifier.weights} has classes {classifier.class_names}, but the "
+                                 f"detector's are {class_names}")
+            if world > 1 and any(True for _ in self.terms.parameters()):  # DDP needs trainable parameters
                 self.terms = convert_sync_batchnorm(self.terms, device)
                 self.terms_ddp = nn.parallel.DistributedDataParallel(self.terms, device_ids=[device.index] if cuda
                                                                      else None)
@@ -105,14 +111,15 @@ class Trainer:
             preds = self.ddp(images)
             mimic = label = zero
             target = None
-            if self.teacher is not None and (distill > 0 or self.terms is not None):
+            if self.teacher is not None and (distill > 0 or (self.terms is not None and self.terms.needs_teacher)):
                 with torch.no_grad():
                     target = self.teacher(images)
             if distill > 0:
                 mimic = mimic_loss(preds, target)
             if label_weight > 0:
                 label, _ = self.student.task_loss(preds, boxes)
-            terms = self.terms_ddp(preds, target, boxes) if self.terms is not None else zero[None][:0]
+            terms = self.terms_ddp(preds, target, boxes, images, getattr(self.student, "heads", None)) \
+                if self.terms is not None else zero[None][:0]
         total = distill * mimic + label_weight * label + (terms * term_weights).sum()
         return total, torch.cat([torch.stack([mimic, label]), terms]).detach()
 
@@ -169,15 +176,16 @@ class Trainer:
         log.info("fastdiode: resuming %s at step %d", self.out, self.step)
 
     # ---- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, val: tuple[Path, Path]) -> dict:
+    def evaluate(self, val: tuple[Path, Path], tide: bool = False) -> dict:
+        """COCO statistics of the evaluated model on ``val``, with TIDE's breakdown under ``tide`` when asked."""
         from fastdiode.eval import coco_map
 
         model = self.eval_model
         was_training = model.training
         result = coco_map(model, val[0], val[1], self.cfg.train.eval_size, batch_size=32, device=self.device,
-                          progress=False)
+                          progress=False, tide=tide)
         model.train(was_training)
-        return result["stats"]
+        return {**result["stats"], **({"tide": result["tide"]} if tide else {})}
 
     def _log(self, entry: dict) -> None:
         self.history.append(entry)
@@ -233,7 +241,7 @@ class Trainer:
         return self._finish(time.perf_counter() - start, images_seen)
 
     def _evaluate_and_keep(self, val: tuple[Path, Path]) -> None:
-        stats = self.evaluate(val) if self.rank == 0 else {}
+        stats = self.evaluate(val, tide=self.step == self.cfg.train.steps) if self.rank == 0 else {}
         if self.rank != 0:
             return
         self._log({"step": self.step, "eval": stats})
@@ -283,7 +291,9 @@ def run_training(cfg: TrainConfig, student: Detector, teacher: Detector | None, 
         data.items = data.items[: cfg.data.limit]
     class_names = class_names or data.class_names or [str(i) for i in range(student.num_classes)]
     val = validation_set(cfg, class_names, out) if rank == 0 else None
-    trainer = Trainer(cfg, student, teacher, device, class_names, rank, world, progress)
+    dicod = any(name in CLASSIFIER_TERMS for name in cfg.loss.terms())
+    classifier = load_classifier(cfg.classifier.weights) if dicod else None
+    trainer = Trainer(cfg, student, teacher, device, class_names, rank, world, progress, classifier)
     if resume:
         trainer.load_state()
     return trainer.fit(data, val, stop_at)

@@ -1,13 +1,15 @@
-"""COCO evaluation with pycocotools: the 12 standard statistics and a per-class AP table.
+"""COCO evaluation with pycocotools: the 12 standard statistics, a per-class AP table, and TIDE's error
+breakdown (``tidecv``: Cls, Loc, Both, Dupe, Bkg, Miss as dAP, plus FalsePos and FalseNeg).
 
 :func:`coco_map` runs a detector over an image folder + COCO json and evaluates it; :func:`evaluate` scores
-a list of COCO-format detections against a ground-truth file. pycocotools is imported lazily.
+a list of COCO-format detections against a ground-truth file. pycocotools and tidecv are imported lazily.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from fastdiode.data.images import detections_to_original
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 
+log = logging.getLogger("fastdiode")
+TIDE_MAIN = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+TIDE_SPECIAL = ("FalsePos", "FalseNeg")
 STAT_NAMES = ["mAP@[.5:.95]", "mAP@.5", "mAP@.75", "mAP small", "mAP medium", "mAP large",
               "AR@1", "AR@10", "AR@100", "AR small", "AR medium", "AR large"]
 
@@ -51,12 +56,15 @@ def evaluate(gt_json: str | Path, detections: list[dict]) -> dict:
             "detections": len(detections)}
 
 
-def tide_errors(gt_json: str | Path, det_json: str | Path) -> dict | None:
-    """TIDE's error breakdown (dAP per error type) when the optional ``tidecv`` package is installed. TIDE
-    reads a ``segmentation`` for every annotation even in box mode: missing ones get the box's polygon."""
+def tide_errors(gt_json: str | Path, detections: str | Path | list[dict]) -> dict | None:
+    """TIDE's error breakdown {'main': {Cls, Loc, Both, Dupe, Bkg, Miss}, 'special': {FalsePos, FalseNeg}} in dAP
+    (AP@0.5 points) of COCO-format detections (a list, or a results json) against a COCO ground-truth file.
+    tidecv's COCO loader reads a ``segmentation`` for every annotation even in box mode: box-only annotations
+    get their box's polygon (the box-only workaround). None, with a warning, where tidecv is not installed."""
     try:
         from tidecv import TIDE, datasets
     except ImportError:
+        log.warning("fastdiode: tidecv is not installed; no TIDE error breakdown")
         return None
     gt = json.loads(Path(gt_json).read_text())
     for ann in gt["annotations"]:
@@ -66,9 +74,12 @@ def tide_errors(gt_json: str | Path, det_json: str | Path) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         patched = Path(tmp) / "gt.json"
         patched.write_text(json.dumps(gt))
+        if not isinstance(detections, (str, Path)):
+            (Path(tmp) / "det.json").write_text(json.dumps(detections))
+            detections = Path(tmp) / "det.json"
         tide = TIDE()
         with contextlib.redirect_stdout(io.StringIO()):
-            tide.evaluate(datasets.COCO(str(patched)), datasets.COCOResult(str(det_json)), mode=TIDE.BOX)
+            tide.evaluate(datasets.COCO(str(patched)), datasets.COCOResult(str(detections)), mode=TIDE.BOX)
             errors = tide.get_all_errors()
     # {'main' | 'special': {run name: {error type: dAP}}}, with a single run here
     return {kind: {name: float(v) for group in runs.values() for name, v in group.items()}
@@ -100,16 +111,22 @@ def format_eval_report(result: dict) -> str:
              "", "Per-class AP@[.5:.95]:"]
     width = max((len(n) for n in result["per_class"]), default=5)
     lines += [f"  {name:<{width}} {ap:.4f}" for name, ap in result["per_class"].items()]
-    if result.get("tide"):
-        lines += ["", "TIDE dAP:", *(f"  {k}: {v}" for k, v in result["tide"].items())]
+    tide = result.get("tide")
+    if tide:
+        main, special = tide["main"], tide["special"]
+        lines += ["", "TIDE errors (dAP@0.5):", "  " + "  ".join(f"{k:>8}" for k in (*TIDE_MAIN, *TIDE_SPECIAL)),
+                  "  " + "  ".join(f"{main[k]:8.2f}" for k in TIDE_MAIN) + "  " +
+                  "  ".join(f"{special[k]:8.2f}" for k in TIDE_SPECIAL)]
     return "\n".join(lines)
 
 
 def coco_map(model: Detector, image_dir: str | Path, annotations: str | Path, img_size: int | None = None,
              batch_size: int = 16, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
-             device: str | torch.device = "cpu", out_dir: str | Path | None = None, progress: bool = True) -> dict:
+             device: str | torch.device = "cpu", out_dir: str | Path | None = None, progress: bool = True,
+             tide: bool = True) -> dict:
     """Evaluate ``model`` on ``image_dir`` against the COCO json ``annotations``; with ``out_dir``, write
-    detections.json, metrics.json and metrics.txt there. Returns the :func:`evaluate` dict (+ 'tide')."""
+    detections.json, metrics.json and metrics.txt there. Returns the :func:`evaluate` dict + 'tide'
+    (:func:`tide_errors`; None with ``tide=False``)."""
     coco = CocoLabels(annotations)
     if len(coco.class_names) != model.num_classes:
         raise ValueError(f"annotations {annotations}: {len(coco.class_names)} categories, but the model has "
@@ -118,13 +135,13 @@ def coco_map(model: Detector, image_dir: str | Path, annotations: str | Path, im
     detections = detect_folder(model, dataset, coco.category_ids, batch_size, conf_thres, iou_thres,
                                max_det, device, progress)
     result = evaluate(annotations, detections)
+    result["tide"] = tide_errors(annotations, detections) if tide and detections else None
     if out_dir is not None:
         out = Path(out_dir)
-        det_path = atomic_write(out / "detections.json", lambda t: t.write_text(json.dumps(detections)))
-        result["tide"] = tide_errors(annotations, det_path) if detections else None
+        atomic_write(out / "detections.json", lambda t: t.write_text(json.dumps(detections)))
         atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(result, indent=1)))
         atomic_write(out / "metrics.txt", lambda t: t.write_text(format_eval_report(result) + "\n"))
     return result
 
 
-__all__ = ["STAT_NAMES", "coco_map", "detect_folder", "evaluate", "format_eval_report", "tide_errors"]
+__all__ = ["STAT_NAMES", "TIDE_MAIN", "TIDE_SPECIAL", "coco_map", "detect_folder", "evaluate", "format_eval_report", "tide_errors"]

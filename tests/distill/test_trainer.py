@@ -21,8 +21,9 @@ def metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-def train(out, data, *extra, teacher=None, resume=False, stop_at=None):
-    args = train_args(out, data, *extra) + ([f"teacher={teacher}"] if teacher else [])
+def train(out, data, *extra, teacher=None, resume=False, stop_at=None, classifier=None):
+    args = train_args(out, data, *extra) + ([f"teacher={teacher}"] if teacher else []) + \
+        ([f"classifier={classifier}"] if classifier else [])
     cfg = load_config(TrainConfig, None, args)
     t = load(teacher) if teacher else None
     student = build_student(cfg, t)
@@ -58,14 +59,18 @@ TERMS = ("loss.distill=0", "loss.label=1", "loss.kd.weight=1", "loss.fitnet.weig
          "loss.review.weight=1", "loss.review.warmup=4")
 
 
-@pytest.mark.parametrize("ema, terms", [(False, ()), (True, ()), (False, TERMS)])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path, ema, terms):
+DICOD = ("loss.distill=0", "loss.label=1", "loss.dicod_cls.weight=0.4", "loss.dicod_loc.weight=0.15")
+
+
+@pytest.mark.parametrize("ema, terms", [(False, ()), (True, ()), (False, TERMS), (False, DICOD)])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, teacher_path, classifier_path, ema, terms):
     extra = ("train.steps=8", "train.checkpoint_every=4", f"optim.ema={str(ema).lower()}", *terms)
-    train(tmp_path / "full", digits["train"], *extra, teacher=teacher_path)
-    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, stop_at=4)
+    clf = classifier_path if terms is DICOD else None
+    train(tmp_path / "full", digits["train"], *extra, teacher=teacher_path, classifier=clf)
+    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, stop_at=4, classifier=clf)
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # a line written after the checkpoint, then killed
         f.write(json.dumps({"step": 5, "loss": 1.0, "mimic": 1.0, "label": 0.0}) + "\n")
-    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, resume=True)
+    train(tmp_path / "cut", digits["train"], *extra, teacher=teacher_path, resume=True, classifier=clf)
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [e["step"] for e in cut] == [e["step"] for e in full]
     for a, b in zip(full, cut):
@@ -201,3 +206,37 @@ def test_validation_does_not_change_the_config(tmp_path):
     checked = load_config(TrainConfig, None, ["data.train=x", "teacher=t.safetensors"])
     assert config_hash(checked) == config_hash(from_dict(TrainConfig, raw))
     assert checked.loss.distill is None and checked.loss_weights() == (1.0, 0.0)
+
+
+def test_dicod_terms_train_without_a_teacher_and_stay_out_of_the_checkpoint(tmp_path, digits, classifier_path):
+    import safetensors.torch
+
+    out = tmp_path / "run"
+    train(out, digits["train"], "train.steps=3", *DICOD[2:], classifier=classifier_path)
+    logged = [e for e in metrics(out) if "loss" in e]
+    for entry in logged:
+        assert entry["dicod_cls"] > 0 and entry["dicod_loc"] > 0
+        assert entry["loss"] == pytest.approx(entry["label"] + 0.4 * entry["dicod_cls"] + 0.15 * entry["dicod_loc"],
+                                              rel=1e-4)
+    assert set(safetensors.torch.load_file(str(out / "last.safetensors"))) == set(load(out / "last").state_dict())
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert not state["adapters"]  # the frozen classifier is neither trained nor saved
+
+
+def test_dicod_bad_input_is_one_clear_error(tmp_path, digits, classifier_path, teacher_path):
+    from fastdiode.models import save
+    from fastdiode.models.resnet import ResNet
+
+    with pytest.raises(ConfigError, match="loss.dicod_cls.weight.*classifier=PATH"):
+        train(tmp_path / "a", digits["train"], "loss.dicod_cls.weight=0.4")
+    five = save(ResNet(5, width=4, depths=(1,), input_size=16), tmp_path / "five")
+    with pytest.raises(ValueError, match="classifier: 5 classes, but the detector has 10"):
+        train(tmp_path / "b", digits["train"], "loss.dicod_loc.weight=0.1", classifier=five)
+    with pytest.raises(ValueError, match="a detector checkpoint, but a classifier is expected"):
+        train(tmp_path / "c", digits["train"], "loss.dicod_cls.weight=0.4", classifier=teacher_path)
+    with pytest.raises(ValueError, match="a classifier checkpoint, but a detector is expected"):
+        train(tmp_path / "d", digits["train"], teacher=classifier_path)
+    with pytest.raises(ConfigError, match="loss.dicod_loc.size"):
+        train(tmp_path / "e", digits["train"], "loss.dicod_loc.weight=0.1", "loss.dicod_loc.size=0",
+              classifier=classifier_path)
+    assert not (tmp_path / "b" / "state.pt").exists()

@@ -79,12 +79,61 @@ def test_eval_cli_errors(tmp_path, gt_json, capsys):
         assert "CUDA was requested but no CUDA device" in capsys.readouterr().err
 
 
-def test_tide_breakdown_when_installed(tmp_path, gt_json):
-    pytest.importorskip("tidecv")
-    from fastdiode.eval import tide_errors
+def _with(dets, index, **change):
+    dets = [dict(d) for d in dets]
+    dets[index].update(change)
+    return dets
+
+
+def _shift(bbox, dx):
+    return [bbox[0] + dx, bbox[1], bbox[2], bbox[3]]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("cls", "Cls"), ("loc", "Loc"), ("both", "Both"), ("dupe", "Dupe"), ("bkg", "Bkg"), ("miss", "Miss")])
+def test_tide_names_each_hand_built_error(tmp_path, gt_json, case, expect):
+    """One error of each kind on box-only ground truth (no segmentation: the box-only workaround): TIDE charges
+    it, and (for the single-error cases) nothing else."""
+    from fastdiode.eval import TIDE_MAIN, tide_errors
 
     dets = gt_detections(gt_json)
-    dets[1]["category_id"] = 1  # the dog of image 1 labelled cat: a classification error
-    (tmp_path / "det.json").write_text(json.dumps(dets))
-    errors = tide_errors(gt_json, tmp_path / "det.json")
-    assert errors["main"]["Cls"] > 0 and errors["main"]["Loc"] == 0
+    dog_b = dets[2]["bbox"]  # image 2's dog: 48 x 36 px
+    if case == "cls":
+        dets = _with(dets, 2, category_id=0)
+    elif case == "loc":  # right class, IoU in (0.1, 0.5)
+        dets = _with(dets, 2, bbox=_shift(dog_b, 0.45 * dog_b[2]))
+    elif case == "both":
+        dets = _with(dets, 2, category_id=0, bbox=_shift(dog_b, 0.45 * dog_b[2]))
+    elif case == "dupe":  # a second detection of an already detected box, ranked above two true positives
+        dets = [dict(d, score=0.5) for d in dets[:2]] + [dets[2], dict(dets[2], score=0.9, bbox=_shift(dog_b, 2.0))]
+    elif case == "bkg":  # a detection on empty background, ranked above two true positives
+        dets = [dict(d, score=0.5) for d in dets[:2]] + [
+            dets[2], {"image_id": 2, "category_id": 1, "bbox": [1.0, 1.0, 8.0, 8.0], "score": 0.9}]
+    else:
+        dets = dets[:2]
+    errors = tide_errors(gt_json, dets)
+    assert errors["main"][expect] > 0, errors
+    assert all(errors["main"][k] == 0 for k in TIDE_MAIN if k != expect and case != "both"), errors
+
+
+def test_tide_is_in_every_coco_map(tmp_path, gt_json):
+    """coco_map (and so fastdiode eval and the trainer's final evaluation) reports TIDE next to the COCO stats."""
+    from fastdiode.eval import format_eval_report
+
+    result = {"stats": dict.fromkeys(STAT_NAMES, 0.5), "per_class": {"cat": 0.5},
+              "tide": {"main": dict.fromkeys(["Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"], 1.0),
+                       "special": {"FalsePos": 2.0, "FalseNeg": 3.0}}}
+    text = format_eval_report(result)
+    assert "TIDE errors" in text and "FalseNeg" in text and "3.00" in text
+
+
+def test_tide_chart(tmp_path):
+    from fastdiode.eval.tide_chart import mean_tide, plot_tide
+
+    a = {"main": dict.fromkeys(["Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"], 1.0),
+         "special": {"FalsePos": 2.0, "FalseNeg": 4.0}}
+    b = {"main": dict.fromkeys(["Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"], 3.0),
+         "special": {"FalsePos": 0.0, "FalseNeg": 0.0}}
+    mean = mean_tide([a, None, b])
+    assert mean["main"]["Cls"] == 2.0 and mean["special"]["FalseNeg"] == 2.0 and mean_tide([None]) is None
+    assert plot_tide({"a": a, "b": b}, tmp_path / "tide.png").stat().st_size > 1000
