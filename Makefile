@@ -6,7 +6,8 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-loader bench-gpu clean
+.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits \
+	bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
 # (torch==2.13.0) is installed only where no torch imports at all.
@@ -41,6 +42,21 @@ bench-kd: setup
 	cp runs/bench_kd/report.md runs/bench_kd/results.json runs/bench_kd/curves.png \
 	   runs/bench_kd/teacher_on_synth.png benchmarks/results/bench_kd/
 	cp runs/bench_kd/synth/diode-mimic/preview.png benchmarks/results/bench_kd/synth/diode-mimic/
+
+# DICOD (classifier-to-detector distillation) on the digits, with TIDE (benchmarks/results/bench_dicod/).
+bench-dicod: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_dicod.yaml
+	mkdir -p benchmarks/results/bench_dicod
+	cp runs/bench_dicod/report.md runs/bench_dicod/results.json runs/bench_dicod/curves.png \
+	   runs/bench_dicod/tide.png benchmarks/results/bench_dicod/
+
+# The shipped crop classifier (fastdiode/assets/classifier_digits): digits data, 32 px crops, train-classifier.
+classifier-digits: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode data digits --out runs/digits --proxy 512
+	TRITON_INTERPRET=0 $(PY) -m fastdiode data crops --from runs/digits --out runs/crops32 --size 32
+	TRITON_INTERPRET=0 $(PY) -m fastdiode train-classifier --config configs/classifier_digits.yaml
+	cp runs/classifier_digits/best.safetensors fastdiode/assets/classifier_digits.safetensors
+	cp runs/classifier_digits/best.json fastdiode/assets/classifier_digits.json
 
 # Distillation loader (DALI vs torch DataLoader) and student step (compiled vs eager) on CPU.
 bench-loader: setup

@@ -89,7 +89,7 @@ class ClassifierTrainer:
         lo = self.cfg.loss
         ce = F.cross_entropy(logits.float(), labels) if lo.ce else logits.new_zeros(())
         fl = focal_loss(logits, labels, lo.gamma) if lo.focal else logits.new_zeros(())
-        return lo.ce * ce + lo.focal * fl, [float(ce), float(fl)]
+        return lo.ce * ce + lo.focal * fl, [float(ce.detach()), float(fl.detach())]
 
     def train_step(self, train: CropSet) -> list[float]:
         cfg, o, t = self.cfg, self.cfg.optim, self.cfg.train
@@ -103,7 +103,7 @@ class ClassifierTrainer:
         total.backward()
         self.optimizer.step()
         self.step += 1
-        return [float(total), *parts]
+        return [float(total.detach()), *parts]
 
     def save_state(self) -> None:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

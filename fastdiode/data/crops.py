@@ -23,7 +23,6 @@ from PIL import Image
 
 from fastdiode.data.images import decode_rgb
 from fastdiode.data.scan import dataset_paths, scan_dataset
-from fastdiode.models.boxes import xywh_to_xyxy
 from fastdiode.ops.roi_crop import roi_crop_reference
 from fastdiode.runtime.files import atomic_write
 
@@ -36,8 +35,9 @@ def crop_boxes(image: torch.Tensor, boxes: torch.Tensor, size: int, context: flo
         raise ValueError(f"size: expected a positive crop size in pixels, got {size}")
     if context < 0:
         raise ValueError(f"context: expected a fraction >= 0 of the box size, got {context}")
-    grown = torch.cat([boxes[:, :2], boxes[:, 2:4] * (1 + 2 * context)], -1)
-    crops = roi_crop_reference(image[None].double() / 255, xywh_to_xyxy(grown)[None].double(), size,
+    half = boxes[:, 2:4] * (0.5 + context)
+    corners = torch.cat([boxes[:, :2] - half, boxes[:, :2] + half], -1)
+    crops = roi_crop_reference(image[None].double() / 255, corners[None].double(), size,
                                valid=torch.ones(1, len(boxes), dtype=torch.bool))[0]
     return crops.mul(255).round().clamp(0, 255).to(torch.uint8)
 

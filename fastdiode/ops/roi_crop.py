@@ -10,8 +10,12 @@ weights of column j (two non-zeros per row; pixels outside the image simply have
 padding). The optional average pool over P×P bins (the loss needs 4×4 and 8×8 pooled crops) averages the rows
 of R_x and R_y first, so a pooled crop never materialises the S×S one.
 
-* ``reference``: ``affine_grid`` + ``grid_sample`` (+ ``adaptive_avg_pool2d``), per box, as DICOD writes it.
-* ``torch``: the separable form (two batched matmuls per crop), compiled by inductor: the CPU path.
+* ``reference``: ``affine_grid`` + ``grid_sample`` (+ ``adaptive_avg_pool2d``), per box, as DICOD writes it
+  (each box gets its own copy of its image).
+* ``torch`` (the CPU path): pooled crops in the separable form (two batched matmuls with the bin-averaged weights,
+  compiled by inductor: the S×S samples are never taken one by one); full crops by one ``grid_sample`` per image
+  whose output grid stacks all its boxes (no image copies; B·K·S² samples, where the separable form would cost
+  B·K·C·H·W·S).
 * ``triton``: one launch samples every box of the batch, one program per box, pooled in the kernel; the
   backward recomputes the samples, accumulates the image gradient with atomics (boxes may overlap, so they
   cannot be avoided) and reduces each box's four coordinate gradients in its own program (deterministic).
@@ -95,6 +99,21 @@ def _roi_crop_separable(images: torch.Tensor, boxes: torch.Tensor, valid: torch.
 _roi_crop_compiled = compiled(_roi_crop_separable, dynamic=False)
 
 
+def _roi_crop_stacked(images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
+    """Full crops: one grid_sample per image, the sample grids of its K boxes stacked along the output height."""
+    images, boxes = upcast(images), upcast(boxes)
+    b, k = boxes.shape[:2]
+    t = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    gx = 2 * (x1[..., None] + (x2 - x1)[..., None] * t) - 1  # (B, K, S) in grid_sample's [-1, 1]
+    gy = 2 * (y1[..., None] + (y2 - y1)[..., None] * t) - 1
+    grid = torch.stack([gx[:, :, None, :].expand(b, k, size, size), gy[:, :, :, None].expand(b, k, size, size)], -1)
+    crops = F.grid_sample(images, grid.reshape(b, k * size, size, 2), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    crops = crops.view(b, -1, k, size, size).transpose(1, 2)
+    return crops * valid[..., None, None, None].to(crops.dtype)
+
+
 @torch.library.custom_op("fastdiode::roi_crop_triton", mutates_args=())
 def _roi_crop_triton(images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, size: int,
                      bins: int) -> torch.Tensor:
@@ -153,4 +172,6 @@ def roi_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, pool: int | N
     valid = _valid(boxes, valid)
     if choice == "triton":
         return RoICrop.apply(images.contiguous(), boxes.contiguous(), valid.contiguous(), size, bins)
+    if bins == size:
+        return _roi_crop_stacked(images, boxes, valid, size)
     return _roi_crop_compiled(images, boxes, valid, size, bins)
