@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits \
+.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits bench-classifier \
 	bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
@@ -57,6 +57,11 @@ classifier-digits: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode train-classifier --config configs/classifier_digits.yaml
 	cp runs/classifier_digits/best.safetensors fastdiode/assets/classifier_digits.safetensors
 	cp runs/classifier_digits/best.json fastdiode/assets/classifier_digits.json
+
+# The crop classifier's loss (CE, focal, both) at two crop sizes (benchmarks/results/classifier_losses.md).
+bench-classifier: setup
+	TRITON_INTERPRET=0 $(PY) -m fastdiode data digits --out runs/digits --proxy 512
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_classifier_losses.py --data runs/digits --out benchmarks/results
 
 # Distillation loader (DALI vs torch DataLoader) and student step (compiled vs eager) on CPU.
 bench-loader: setup

@@ -13,7 +13,8 @@ from fastdiode.models import build_model, save
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "fastdiode" / "assets" / "demo_digits.yaml"]
 KINDS = {"diode_yolov3_coco": "invert", "diode_reference_code": "invert", "distill_yolov3_coco": "distill",
-         "teacher_digits": "train", "bench_digits": "demo", "demo_digits": "demo", "bench_kd": "demo"}
+         "teacher_digits": "train", "bench_digits": "demo", "demo_digits": "demo", "bench_kd": "demo",
+         "bench_dicod": "demo", "classifier_digits": "train-classifier"}
 
 
 def test_every_shipped_config_is_covered():
@@ -66,6 +67,18 @@ def test_distill_coco_config_runs(digits, tmp_path):
 
 
 @pytest.mark.slow
+def test_classifier_digits_config_runs(digits, tmp_path):
+    from fastdiode.data.crops import write_crops
+
+    write_crops(digits["train"].parent, tmp_path / "crops", 16, progress=False)
+    assert main(["train-classifier", "--config", str(ROOT / "configs" / "classifier_digits.yaml"),
+                 f"data.train={tmp_path / 'crops' / 'train'}", f"data.val={tmp_path / 'crops' / 'val'}",
+                 f"train.out={tmp_path / 'run'}", "train.steps=2", "train.batch_size=4", "train.eval_every=2",
+                 "train.checkpoint_every=2"]) == 0
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [k for k, v in KINDS.items() if v == "demo"])
 def test_demo_config_runs(name, tmp_path):
     """Every row of the config, each at a few images and steps."""
@@ -80,5 +93,7 @@ def test_demo_config_runs(name, tmp_path):
                  "inversion.stages.iterations=[3,2,2]", "inversion.fp={enabled: true, warmup: 2, every: 2, stop: 4}",
                  "inversion.job.progress=false", "distill.data.loader=torch", "distill.data.workers=0",
                  "distill.train={steps: 2, batch_size: 2, img_size: 64, eval_size: 64, eval_every: 0, log_every: 1, "
-                 "checkpoint_every: 2}", f"rows={rows}"]) == 0
+                 "checkpoint_every: 2}", f"rows={rows}",
+                 *([f"distill.classifier={ROOT / 'fastdiode' / 'assets' / 'classifier_digits.safetensors'}"]
+                   if "classifier" in yaml.safe_load(path.read_text()).get("distill", {}) else [])]) == 0
     assert (tmp_path / "report.md").is_file()
