@@ -25,7 +25,8 @@ from fastdiode.losses.classification import focal_loss
 from fastdiode.models import checkpoint
 from fastdiode.models.resnet import ResNet
 from fastdiode.runtime.files import atomic_write
-from fastdiode.runtime.run_dir import STATE, append_metrics, prepare_run_dir, rewrite_metrics
+from fastdiode.runtime.run_dir import (STATE, append_metrics, due, prepare_run_dir, rewrite_metrics,
+                                        saved_on_interrupt)
 from fastdiode.runtime.schedule import derive_seed, lr_at
 
 log = logging.getLogger("fastdiode")
@@ -147,27 +148,24 @@ class ClassifierTrainer:
                    dynamic_ncols=True)
         start, sums, count = time.perf_counter(), None, 0
         try:
-            while self.step < stop:
-                values = self.train_step(train)
-                sums = values if sums is None else [a + b for a, b in zip(sums, values)]
-                count += 1
-                bar.update(1)
-                if self.step % t.log_every == 0 or self.step == stop:
-                    mean = [v / count for v in sums]
-                    if not all(math.isfinite(v) for v in mean):
-                        raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr")
-                    self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
-                               "ce": mean[1], "focal": mean[2]})
-                    bar.set_postfix(loss=f"{mean[0]:.4g}")
-                    sums, count = None, 0
-                if val is not None and ((t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps):
-                    self._evaluate(val)
-                if self.step % t.checkpoint_every == 0 or self.step == stop:
-                    self.save_state()
-        except KeyboardInterrupt:
-            log.warning("fastdiode: interrupted at step %d; saving the state (rerun with --resume)", self.step)
-            self.save_state()
-            raise
+            with saved_on_interrupt(self.save_state, lambda: self.step):
+                while self.step < stop:
+                    values = self.train_step(train)
+                    sums = values if sums is None else [a + b for a, b in zip(sums, values)]
+                    count += 1
+                    bar.update(1)
+                    if due(self.step, t.log_every, stop):
+                        mean = [v / count for v in sums]
+                        if not all(math.isfinite(v) for v in mean):
+                            raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr")
+                        self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
+                                   "ce": mean[1], "focal": mean[2]})
+                        bar.set_postfix(loss=f"{mean[0]:.4g}")
+                        sums, count = None, 0
+                    if val is not None and due(self.step, t.eval_every, t.steps):
+                        self._evaluate(val)
+                    if due(self.step, t.checkpoint_every, stop):
+                        self.save_state()
         finally:
             bar.close()
         evals = [e["eval"]["top1"] for e in self.history if "eval" in e]

@@ -34,7 +34,8 @@ from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.files import atomic_write
-from fastdiode.runtime.run_dir import STATE, append_metrics, prepare_run_dir, rewrite_metrics
+from fastdiode.runtime.run_dir import (STATE, append_metrics, due, prepare_run_dir, rewrite_metrics,
+                                        saved_on_interrupt)
 from fastdiode.runtime.schedule import lr_at
 
 log = logging.getLogger("fastdiode")
@@ -206,34 +207,31 @@ class Trainer:
                    desc="distill" if self.teacher is not None else "train", dynamic_ncols=True)
         start, images_seen, sums, count = time.perf_counter(), 0, None, 0
         try:
-            for images, boxes in stream:
-                values = self.train_step(images, boxes)
-                sums = values if sums is None else sums + values
-                count += 1
-                images_seen += len(images) * self.world
-                bar.update(1)
-                if self.step % t.log_every == 0 or self.step == stop:
-                    if self.world > 1:  # the global batch's loss: the mean over ranks
-                        torch.distributed.all_reduce(sums)
-                        sums /= self.world
-                    mean = (sums / count).tolist()
-                    if not all(math.isfinite(v) for v in mean):
-                        raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr or "
-                                                 "set optim.grad_clip")
-                    elapsed = time.perf_counter() - start
-                    self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
-                               **dict(zip(self.loss_names, mean[1:])), "epoch": plan.epoch_of(self.step),
-                               "images_per_s": images_seen / max(elapsed, 1e-9)})
-                    bar.set_postfix(loss=f"{mean[0]:.4g}")
-                    sums, count = None, 0
-                if val is not None and ((t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps):
-                    self._evaluate_and_keep(val)
-                if self.step % t.checkpoint_every == 0 or self.step == stop:
-                    self.save_state()
-        except KeyboardInterrupt:
-            log.warning("fastdiode: interrupted at step %d; saving the state (rerun with --resume)", self.step)
-            self.save_state()
-            raise
+            with saved_on_interrupt(self.save_state, lambda: self.step):
+                for images, boxes in stream:
+                    values = self.train_step(images, boxes)
+                    sums = values if sums is None else sums + values
+                    count += 1
+                    images_seen += len(images) * self.world
+                    bar.update(1)
+                    if due(self.step, t.log_every, stop):
+                        if self.world > 1:  # the global batch's loss: the mean over ranks
+                            torch.distributed.all_reduce(sums)
+                            sums /= self.world
+                        mean = (sums / count).tolist()
+                        if not all(math.isfinite(v) for v in mean):
+                            raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr or "
+                                                     "set optim.grad_clip")
+                        elapsed = time.perf_counter() - start
+                        self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],
+                                   **dict(zip(self.loss_names, mean[1:])), "epoch": plan.epoch_of(self.step),
+                                   "images_per_s": images_seen / max(elapsed, 1e-9)})
+                        bar.set_postfix(loss=f"{mean[0]:.4g}")
+                        sums, count = None, 0
+                    if val is not None and due(self.step, t.eval_every, t.steps):
+                        self._evaluate_and_keep(val)
+                    if due(self.step, t.checkpoint_every, stop):
+                        self.save_state()
         finally:
             bar.close()
             if self.terms is not None:

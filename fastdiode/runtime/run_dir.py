@@ -3,11 +3,15 @@ and its metrics file rewritten from the resumed state (lines written after the l
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastdiode.runtime.files import atomic_write
 
 STATE = "state.pt"
+log = logging.getLogger("fastdiode")
 
 
 def prepare_run_dir(out: str | Path, config: dict, resume: bool, rank: int = 0, key: str = "train.out") -> Path:
@@ -34,3 +38,19 @@ def append_metrics(path: Path, entry: dict, rank: int = 0) -> None:
     if rank == 0:
         with open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+def due(step: int, every: int, stop: int) -> bool:
+    """True at every ``every``-th step and at the last one (``every`` 0: only the last)."""
+    return (every > 0 and step % every == 0) or step == stop
+
+
+@contextmanager
+def saved_on_interrupt(save_state: Callable[[], None], step: Callable[[], int]) -> Iterator[None]:
+    """Ctrl-C inside the block saves the run's state at the current step, then re-raises (rerun with --resume)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        log.warning("fastdiode: interrupted at step %d; saving the state (rerun with --resume)", step())
+        save_state()
+        raise
