@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--data", default="runs/digits", help="the digits data (fastdiode data digits --out DIR)")
     parser.add_argument("--runs", default="runs/classifier_losses", help="crops and training runs")
     parser.add_argument("--out", default="benchmarks/results", help="where classifier_losses.{json,md} go")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 24])
     parser.add_argument("--steps", type=int, default=800)
     args = parser.parse_args()
     runs, rows = Path(args.runs), []
