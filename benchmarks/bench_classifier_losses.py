@@ -20,7 +20,8 @@ from fastdiode.config import load_config  # noqa: E402
 from fastdiode.data.crops import write_crops  # noqa: E402
 from fastdiode.runtime.files import atomic_write  # noqa: E402
 
-LOSSES = {"CE": ["loss.ce=1", "loss.focal=0"], "FL": ["loss.ce=0", "loss.focal=1"], "CE + FL": ["loss.ce=1", "loss.focal=1"]}
+LOSSES = {"CE": ["loss.ce=1", "loss.focal=0"], "FL": ["loss.ce=0", "loss.focal=1"],
+          "CE + FL": ["loss.ce=1", "loss.focal=1"]}
 
 
 def main() -> None:

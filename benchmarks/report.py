@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 # Speed-up targets of the issues, by the benchmark's name (before the parameter).
-TARGETS = {"test_bn_stat_loss": 3.0, "test_tv_prior": 5.0, "test_augment": 2.0, "test_hcl": 3.0, "test_dense_kd": 2.0, "test_roi_crop": 2.0}
+TARGETS = {"test_bn_stat_loss": 3.0, "test_tv_prior": 5.0, "test_augment": 2.0, "test_hcl": 3.0, "test_dense_kd": 2.0,
+           "test_roi_crop": 2.0}
 BASELINES = {"reference_style": "reference-style", "unfused": "fastdiode unfused"}
 
 

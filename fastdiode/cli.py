@@ -97,7 +97,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
     cfg = load_config(ClassifierConfig, args.config, args.overrides)
     summary = run_classifier_training(cfg, resolve_device(cfg.run.device), args.resume)
-    top1 = f", top-1 {summary['final_top1']:.4f} (best {summary['best_top1']:.4f})" if summary["final_top1"] is not None else ""
+    final, best = summary["final_top1"], summary["best_top1"]
+    top1 = f", top-1 {final:.4f} (best {best:.4f})" if final is not None else ""
     print(f"fastdiode train-classifier: {summary['steps']} steps in {summary['seconds']:.0f} s{top1} "
           f"-> {cfg.train.out}")
     return 0

@@ -93,7 +93,8 @@ def write_split(source: Path, out: Path, size: int, context: float, class_names:
             rel = f"{folders[cls]}/{_safe(item.path.stem)}_{k}.png"
             (out / folders[cls]).mkdir(parents=True, exist_ok=True)
             Image.fromarray(crop.permute(1, 2, 0).numpy()).save(out / rel, format="PNG")
-            rows.append({"file": rel, "class": cls, "image": item.path.name, "box": [round(v, 6) for v in box.tolist()]})
+            rows.append({"file": rel, "class": cls, "image": item.path.name,
+                         "box": [round(v, 6) for v in box.tolist()]})
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps({"class_names": names, "crops": rows})))
     return len(rows), names
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from fastdiode.distill.config import TEACHER_TERMS, DistillLossConfig
-from fastdiode.losses import FGFILoss, FitNetLoss, ReviewKDLoss, crop_logits, dense_kd_loss, dicod_cls_loss, dicod_loc_loss
+from fastdiode.losses import (FGFILoss, FitNetLoss, ReviewKDLoss, crop_logits, dense_kd_loss, dicod_cls_loss,
+                              dicod_loc_loss)
 from fastdiode.models.taps import FeatureTaps, resolve_points
 
 
@@ -28,7 +29,8 @@ class DistillTerms(nn.Module):
     """The terms of ``cfg`` that are on, built for ``student``, ``teacher`` (None when no term reads it) and
     ``classifier`` (DICOD's terms) from one probe forward at ``size`` px. :meth:`attach` puts feature taps on both
     models (they stay until :meth:`detach`); after both forward passes, ``terms(student_preds, teacher_preds,
-    targets, images)`` returns the unweighted term values in :attr:`names` order."""
+    targets, images, heads)`` (``heads``: the student's YOLO heads) returns the unweighted term values in
+    :attr:`names` order."""
 
     def __init__(self, cfg: DistillLossConfig, student: nn.Module, teacher: nn.Module | None, size: int,
                  device: torch.device, backend: str | None = None, classifier: nn.Module | None = None):

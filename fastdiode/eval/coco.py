@@ -144,4 +144,5 @@ def coco_map(model: Detector, image_dir: str | Path, annotations: str | Path, im
     return result
 
 
-__all__ = ["STAT_NAMES", "TIDE_MAIN", "TIDE_SPECIAL", "coco_map", "detect_folder", "evaluate", "format_eval_report", "tide_errors"]
+__all__ = ["STAT_NAMES", "TIDE_MAIN", "TIDE_SPECIAL", "coco_map", "detect_folder", "evaluate", "format_eval_report",
+           "tide_errors"]
