@@ -49,8 +49,11 @@ def augment(images: torch.Tensor, cfg: ClassifierConfig, step: int) -> torch.Ten
     n, _, s, _ = x.shape
     if d.pad:
         padded = F.pad(x, (d.pad,) * 4, mode="replicate")
-        offsets = torch.randint(0, 2 * d.pad + 1, (n, 2), generator=g).tolist()
-        x = torch.stack([padded[i, :, oy:oy + s, ox:ox + s] for i, (oy, ox) in enumerate(offsets)])
+        offsets = torch.randint(0, 2 * d.pad + 1, (n, 2), generator=g)
+        span = torch.arange(s)
+        rows = (offsets[:, 0, None] + span)[:, None, :, None]  # one gather for the whole batch
+        cols = (offsets[:, 1, None] + span)[:, None, None, :]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
     if d.flip_p:
         flip = torch.rand(n, generator=g) < d.flip_p
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -86,13 +89,15 @@ class ClassifierTrainer:
             if o.name == "sgd" else torch.optim.Adam(groups, lr=o.lr)
         self.step, self.history, self.best = 0, [], -math.inf
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, detached [ce, focal])."""
         lo = self.cfg.loss
-        ce = F.cross_entropy(logits.float(), labels) if lo.ce else logits.new_zeros(())
-        fl = focal_loss(logits, labels, lo.gamma) if lo.focal else logits.new_zeros(())
-        return lo.ce * ce + lo.focal * fl, [float(ce.detach()), float(fl.detach())]
+        ce = F.cross_entropy(logits.float(), labels) if lo.ce else logits.new_zeros((), dtype=torch.float32)
+        fl = focal_loss(logits, labels, lo.gamma) if lo.focal else logits.new_zeros((), dtype=torch.float32)
+        return lo.ce * ce + lo.focal * fl, torch.stack([ce, fl]).detach()
 
-    def train_step(self, train: CropSet) -> list[float]:
+    def train_step(self, train: CropSet) -> torch.Tensor:
+        """One optimiser step; returns the detached [total, ce, focal] (no host sync)."""
         cfg, o, t = self.cfg, self.cfg.optim, self.cfg.train
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t.steps, o.lr, o.lr_min, o.warmup)
@@ -104,7 +109,7 @@ class ClassifierTrainer:
         total.backward()
         self.optimizer.step()
         self.step += 1
-        return [float(total.detach()), *parts]
+        return torch.cat([total.detach()[None], parts])
 
     def save_state(self) -> None:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -151,11 +156,11 @@ class ClassifierTrainer:
             with saved_on_interrupt(self.save_state, lambda: self.step):
                 while self.step < stop:
                     values = self.train_step(train)
-                    sums = values if sums is None else [a + b for a, b in zip(sums, values)]
+                    sums = values if sums is None else sums + values
                     count += 1
                     bar.update(1)
                     if due(self.step, t.log_every, stop):
-                        mean = [v / count for v in sums]
+                        mean = (sums / count).tolist()  # the one host sync, every log_every steps
                         if not all(math.isfinite(v) for v in mean):
                             raise FloatingPointError(f"step {self.step}: non-finite loss {mean}; lower optim.lr")
                         self._log({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean[0],

@@ -95,7 +95,8 @@ def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads: list
     for p, mt in zip(preds, assign_targets(preds, targets.float(), heads, iou_t)):
         h, w = p.shape[2:4]
         a = p.shape[1]
-        box = mt.decode(p.float()) / torch.tensor([w, h, w, h], device=p.device, dtype=torch.float32)
+        grid = mt.decode(p.float())  # grid units of this head -> normalised, by Python scalars (no host copy)
+        box = torch.stack([grid[..., 0] / w, grid[..., 1] / h, grid[..., 2] / w, grid[..., 3] / h], -1)
         crops = roi_crop(images, xywh_to_xyxy(box).flatten(1, 2), size, valid=mt.match.flatten(1, 2),
                          backend=backend)  # (B, K·A, 3, S, S)
         feats = _pool(stem(crops.flatten(0, 1)).float(), 8).view(b, k, a, -1, 8, 8)
