@@ -23,8 +23,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from fastdiode.models.boxes import xyxy_to_xywh
+from fastdiode.ops.gather_affine import gather_affine_mask
 from fastdiode.ops.tensor_checks import require_float, require_rank
-from fastdiode.ops.augment import gather_affine_mask
 
 __all__ = ["AugmentParams", "DiodeAugment", "augment_boxes", "augment_images", "diode_augment",
            "sample_augment_params"]
@@ -49,14 +50,14 @@ class AugmentParams:
     height: int
     width: int
 
-    def _map(self, fn) -> "AugmentParams":
+    def _map(self, fn) -> AugmentParams:
         return AugmentParams(**{f.name: fn(v) if isinstance(v := getattr(self, f.name), torch.Tensor) else v
                                 for f in fields(self)})
 
-    def to(self, device: torch.device | str) -> "AugmentParams":
+    def to(self, device: torch.device | str) -> AugmentParams:
         return self._map(lambda t: t.to(device))
 
-    def at(self, step: int | torch.Tensor) -> "AugmentParams":
+    def at(self, step: int | torch.Tensor) -> AugmentParams:
         """The draw of one step from a table drawn with ``steps`` (every field has a leading step dimension).
         ``step`` may be a one-element device tensor: then the row is selected on the device (no host sync),
         which is how a captured CUDA graph reads the current step's draw."""
@@ -64,7 +65,7 @@ class AugmentParams:
             return self._map(lambda t: t.index_select(0, step.view(1)).squeeze(0))
         return self._map(lambda t: t[step])
 
-    def copy_(self, other: "AugmentParams") -> None:
+    def copy_(self, other: AugmentParams) -> None:
         """Overwrite this table in place (its tensors keep their addresses) with a draw of the same shape."""
         for f in fields(self):
             mine = getattr(self, f.name)
@@ -175,7 +176,7 @@ def augment_boxes(boxes: torch.Tensor, params: AugmentParams, min_size: float = 
     else:
         shifted = ((params.shift_x != 0) | (params.shift_y != 0))[:, None]
         keep = (cls >= 0) & ~(shifted & ((x1 - x0) * w * (y1 - y0) * h < 1.0))
-    moved = torch.stack([cls, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    moved = torch.cat([cls[..., None], xyxy_to_xywh(torch.stack([x0, y0, x1, y1], dim=-1))], dim=-1)
     padding = torch.cat([torch.full_like(cls[..., None], -1.0), torch.zeros_like(moved[..., 1:])], -1)
     return torch.where(keep[..., None], moved, padding)  # built on the device: no host copy in the step
 

@@ -20,6 +20,20 @@ class StagesConfig:
     betas: list[list[float]] = field(default_factory=lambda: [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # sign-SGD
 
 
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage's schedule, read off :class:`StagesConfig`: its resolution, chunk size, iterations and Adam's
+    learning-rate schedule (:func:`fastdiode.runtime.schedule.lr_at`) and betas."""
+
+    resolution: int
+    batch_size: int
+    iterations: int
+    lr: float
+    lr_min: float
+    warmup: float
+    betas: tuple[float, float]
+
+
 @dataclass
 class InversionLossConfig:
     """The weights of the inversion objective (method.md §2):
@@ -127,6 +141,11 @@ class InversionConfig:
     def batch_images(self) -> int:
         """Images per job batch: the first stage's batch size (later stages re-batch them)."""
         return self.stages.batch_size[0]
+
+    def stage(self, index: int) -> StageSpec:
+        st = self.stages
+        return StageSpec(st.resolution[index], st.batch_size[index], st.iterations[index], st.lr[index],
+                         st.lr_min[index], st.warmup[index], tuple(st.betas[index]))
 
     def run_iterations(self) -> list[int]:
         """Iterations each stage runs: ``stages.iterations``, with the stage that holds ``fp.stop`` cut there

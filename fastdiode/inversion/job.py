@@ -21,10 +21,11 @@ from fastdiode.data.grid import write_grid
 from fastdiode.data.images import write_png
 from fastdiode.data.labels import read_yolo_labels, write_coco_json, write_yolo_labels
 from fastdiode.inversion.config import InversionConfig
-from fastdiode.inversion.inverter import DiodeInverter
+from fastdiode.inversion.inverter import DiodeInverter, Execution
 from fastdiode.inversion.targets import LabelTargets, clip_to_image, one_box_targets
 from fastdiode.models.detector import Detector
-from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.distributed import RunContext, RunRecord
+from fastdiode.runtime.files import append_jsonl, atomic_write, read_jsonl
 from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
@@ -43,25 +44,6 @@ def image_name(batch: int, index: int) -> str:
     return f"b{batch:06d}_{index:04d}"
 
 
-def read_manifest(path: Path) -> list[dict]:
-    """The manifest's entries; a torn last line (a crash mid-append) is ignored."""
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
-
-
-def append_line(path: Path, entry: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-
-
 def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None, num_classes: int,
                   device) -> torch.Tensor:
     size = cfg.batch_images
@@ -72,9 +54,10 @@ def batch_targets(cfg: InversionConfig, batch: int, labels: LabelTargets | None,
                            cfg.targets.max_size)
 
 
-def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world: int, extra: dict) -> dict:
+def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world: int, record: RunRecord,
+                  execution: Execution) -> dict:
     """annotations.json and summary.json from every rank's manifest (run by rank 0 at the end)."""
-    entries = [e for r in range(world) for e in read_manifest(out / manifest_name(r))]
+    entries = [e for r in range(world) for e in read_jsonl(out / manifest_name(r))]
     done = sorted((e for e in entries if e["status"] == "ok"), key=lambda e: e["batch"])
     files = []
     size = cfg.stages.resolution[-1]
@@ -92,7 +75,7 @@ def merge_outputs(cfg: InversionConfig, out: Path, class_names: list[str], world
                "batches_failed": sorted(e["batch"] for e in entries if e["status"] == "failed"),
                "seconds": seconds, "seconds_per_iteration_per_stage": per_stage,
                "images_per_hour": 3600 * sum(e["images"] for e in warm) / warm_seconds if warm_seconds else 0.0,
-               "config_hash": content_hash(cfg), **extra}
+               "config_hash": content_hash(cfg), "run": record.as_dict(), "execution": execution.as_dict()}
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return summary
 
@@ -154,13 +137,16 @@ def manifest_name(rank: int) -> str:
     return "manifest.jsonl" if rank == 0 else f"manifest.rank{rank}.jsonl"
 
 
-def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class_names: list[str],
-            rank: int = 0, world: int = 1, extra: dict | None = None, verifier: Detector | None = None) -> dict | None:
-    """Generate the job's batches this rank owns that are not in its manifest yet; rank 0 then merges.
-    With a ``verifier``, every batch's manifest line carries the teacher's and the verifier's P/R/AP@0.5
-    against the final targets. Returns the summary on rank 0 (None on the others)."""
+def run_job(cfg: InversionConfig, teacher: Detector, ctx: RunContext, class_names: list[str],
+            record: RunRecord | None = None, verifier: Detector | None = None) -> dict | None:
+    """Generate the job's batches that rank ``ctx.rank`` owns and its manifest does not hold yet; rank 0 then
+    merges. ``record`` (default: ``ctx``'s, with the run's backend) goes into the summary. With a ``verifier``,
+    every batch's manifest line carries the teacher's and the verifier's P/R/AP@0.5 against the final targets.
+    Returns the summary on rank 0 (None on the others)."""
     from tqdm import tqdm
 
+    device, rank, world = ctx.device, ctx.rank, ctx.world
+    record = record or ctx.record(cfg.run.backend)
     if verifier is not None and verifier.num_classes != teacher.num_classes:
         raise ValueError(f"verifier: {cfg.verifier} has {verifier.num_classes} classes, the teacher "
                          f"{teacher.num_classes}")
@@ -170,7 +156,7 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
     if rank == 0:
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(to_dict(cfg), indent=1)))
     manifest = out / manifest_name(rank)
-    entries = read_manifest(manifest)
+    entries = read_jsonl(manifest)
     chash = content_hash(cfg)
     stale = [e["batch"] for e in entries if e.get("config_hash") != chash]
     if stale:
@@ -185,7 +171,6 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
         labels = LabelTargets(cfg.targets.images or Path(cfg.targets.labels).parent / "images", cfg.targets.labels,
                               cfg.targets.capacity, teacher.num_classes)
     inverter = DiodeInverter(teacher, cfg, device)
-    extra = {**(extra or {}), **inverter.execution}
     chunk_steps = [it * -(-cfg.batch_images // bs) for it, bs in
                    zip(cfg.run_iterations(), cfg.stages.batch_size)]  # steps per stage over all chunks
     steps_per_batch = sum(chunk_steps)
@@ -205,7 +190,7 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
                      "stage_losses": result.stage_losses}
             if result.failed:
                 log.warning("fastdiode: batch %d failed: %s", batch, result.failed)
-                append_line(manifest, {**entry, "status": "failed", "reason": result.failed, "images": 0})
+                append_jsonl(manifest, {**entry, "status": "failed", "reason": result.failed, "images": 0})
                 continue
             if verifier is not None:
                 entry["agreement"] = verify(inverter.teacher, verifier.to(device), result.images, result.targets,
@@ -218,7 +203,7 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
                 write_yolo_labels(out / "labels" / f"{name}.txt", targets[i])
             if batch == 0:
                 write_grid(out / "preview.png", images, targets, class_names)
-            append_line(manifest, {**entry, "status": "ok", "images": len(images)})
+            append_jsonl(manifest, {**entry, "status": "ok", "images": len(images)})
     finally:
         bar.close()
         inverter.close()
@@ -226,4 +211,4 @@ def run_job(cfg: InversionConfig, teacher: Detector, device: torch.device, class
         torch.distributed.barrier()
     if rank != 0:
         return None
-    return merge_outputs(cfg, out, class_names, world, extra)
+    return merge_outputs(cfg, out, class_names, world, record, inverter.execution)

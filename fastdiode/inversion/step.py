@@ -11,11 +11,12 @@ in place, so one capture serves every chunk and every batch of that shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch
 
-from fastdiode.augment import AugmentParams, DiodeAugment
+from fastdiode.augment import AugmentParams
+from fastdiode.inversion.config import StageSpec
+from fastdiode.inversion.objective import StageObjective
 from fastdiode.runtime.schedule import lr_at
 
 log = logging.getLogger("fastdiode")
@@ -23,38 +24,33 @@ WARMUP_STEPS = 3  # eager steps before capture (compiles the step and allocates 
 
 
 class StageStep:
-    """The step of one stage for batches of ``batch`` images at ``size`` px.
+    """The step of one stage (``spec``) of ``objective`` for chunks of ``batch`` images with ``capacity`` target
+    rows. ``graph``: capture into a CUDA graph (CUDA only); ``pool`` is a shared CUDA graph memory pool (stages
+    replay in capture order, so their graphs can share one)."""
 
-    ``loss_fn(x, targets, params, step)`` returns (total loss, a vector of logged loss terms) for augmentation
-    draw ``params`` at device step ``step``. ``schedule`` is (lr, lr_min, warmup fraction) of
-    :func:`fastdiode.runtime.schedule.lr_at`. ``graph``: capture into a CUDA graph (CUDA only); ``pool`` is a
-    shared CUDA graph memory pool (stages replay in capture order, so their graphs can share one).
-    """
-
-    def __init__(self, loss_fn: Callable, augment: DiodeAugment, batch: int, size: int, capacity: int,
-                 iterations: int, schedule: tuple[float, float, float], betas: tuple[float, float],
-                 num_losses: int, device: torch.device, graph: bool = False, pool=None):
-        self.loss_fn, self.augment, self.iterations = loss_fn, augment, iterations
+    def __init__(self, objective: StageObjective, spec: StageSpec, batch: int, capacity: int, device: torch.device,
+                 graph: bool = False, pool=None):
+        self.objective, self.iterations = objective, spec.iterations
         self.device, self.use_graph, self.pool = device, graph, pool
         # NCHW: the augmentation and the TV prior read a 3-channel image 3x faster in it than in channels_last,
         # and the first conv (channels_last weights) takes either.
-        self.x = torch.zeros(batch, 3, size, size, device=device)
+        self.x = torch.zeros(batch, 3, spec.resolution, spec.resolution, device=device)
         self.x.requires_grad_(True)
         self.targets = torch.zeros(batch, capacity, 5, device=device)
         self.step = torch.zeros((), dtype=torch.long, device=device)
-        self.lr_table = torch.tensor([lr_at(t, iterations, *schedule) for t in range(iterations)], device=device)
+        self.lr_table = torch.tensor([lr_at(t, spec.iterations, spec.lr, spec.lr_min, spec.warmup)
+                                      for t in range(spec.iterations)], device=device)
         self.lr = self.lr_table[0].clone()
-        self.losses = torch.zeros(num_losses, device=device)
+        self.losses = torch.zeros(len(objective.names), device=device)
         self.draws: AugmentParams | None = None
         # Fused Adam takes a tensor lr; capturable keeps its step count on the device for the graph.
-        self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=betas, eps=1e-8, fused=True,
-                                    capturable=graph)
+        self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=spec.betas, eps=1e-8, fused=True, capturable=graph)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 
     def load(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> None:
-        """Start a chunk: its images and targets, a fresh optimiser state, step 0, and the whole stage's
-        augmentation draws from ``generator`` (written into the table in place)."""
+        """Start a chunk: its images and targets, a fresh optimiser state, step 0, the stage's BN layer weights
+        and the whole stage's augmentation draws from ``generator`` (written into the table in place)."""
         if targets.shape != self.targets.shape:
             raise ValueError(f"targets: shape {tuple(targets.shape)}, expected {tuple(self.targets.shape)}")
         with torch.no_grad():
@@ -66,17 +62,31 @@ class StageStep:
             for value in state.values():
                 if isinstance(value, torch.Tensor):
                     value.zero_()
+        self.objective.begin()
         b, _, h, w = self.x.shape
-        draws = self.augment.sample_params(b, h, w, generator, self.device, steps=self.iterations)
+        draws = self.objective.draw(b, h, w, generator, self.iterations)
         if self.draws is None:
             self.draws = draws
         else:
             self.draws.copy_(draws)
 
+    @property
+    def images(self) -> torch.Tensor:
+        """The chunk's current images (detached; the buffer itself, not a copy)."""
+        return self.x.detach()
+
+    def replace_targets(self, targets: torch.Tensor) -> None:
+        """New targets for the rest of the chunk (Y_fp), written into the buffer the step reads."""
+        self.targets.copy_(targets)
+
+    def read_losses(self) -> dict[str, float]:
+        """The last step's loss values by name (a host sync: call it every few steps)."""
+        return dict(zip(self.objective.names, self.losses.tolist()))
+
     def _body(self) -> None:
         with torch.no_grad():
             self.lr.copy_(self.lr_table.index_select(0, self.step.view(1)).view(()))
-        total, parts = self.loss_fn(self.x, self.targets, self.draws.at(self.step), self.step)
+        total, parts = self.objective(self.x, self.targets, self.draws.at(self.step), self.step)
         total.backward()
         self.opt.step()
         with torch.no_grad():

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from fastdiode.data.dataset import DetectionDataset
-from fastdiode.models.boxes import box_iou, xywh_to_xyxy
+from fastdiode.inversion.config import FalsePositiveConfig
+from fastdiode.models.boxes import box_iou, target_rows, xywh_to_xyxy, xyxy_to_xywh
 from fastdiode.models.detector import Detector
 
 PAD_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0)
@@ -66,10 +67,20 @@ def clip_to_image(targets: torch.Tensor) -> torch.Tensor:
     """Targets (..., 5) with every box clipped to the image; boxes left without area become padding. Written
     labels must lie in the image, also where Y_fp kept the authors' clamp-at-0 boxes (``fp.clip: zero``)."""
     xy = xywh_to_xyxy(targets[..., 1:5]).clamp(0, 1)
-    wh = xy[..., 2:] - xy[..., :2]
-    keep = (targets[..., 0] >= 0) & (wh > 0).all(-1)
-    clipped = torch.cat([targets[..., :1], (xy[..., :2] + xy[..., 2:]) / 2, wh], -1)
+    keep = (targets[..., 0] >= 0) & (xy[..., 2:] > xy[..., :2]).all(-1)
+    clipped = torch.cat([targets[..., :1], xyxy_to_xywh(xy)], -1)
     return torch.where(keep[..., None], clipped, torch.tensor(PAD_ROW, device=targets.device))
+
+
+def detections_to_targets(detections: list[torch.Tensor], width: int, height: int, capacity: int) -> torch.Tensor:
+    """Per-image detections (n, 6) ``x1, y1, x2, y2, score, class`` in pixels as padded (B, capacity, 5) targets,
+    in the detections' order (best first), cut at ``capacity``."""
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    out = empty_targets(len(detections), capacity)
+    for i, det in enumerate(detections):
+        det = det[:capacity].float().cpu()
+        out[i, : len(det)] = target_rows(det[:, 5], det[:, :4] / scale)
+    return out
 
 
 # The teacher's detections per image kept for Y_fp before filtering (the capacity applies after the filters).
@@ -77,40 +88,40 @@ FP_CANDIDATES = 300
 
 
 @torch.no_grad()
-def sample_false_positives(teacher: Detector, images: torch.Tensor, targets: torch.Tensor, conf: float = 0.2,
-                           iou: float = 0.35, min_area: float = 0.01, max_area: float = 0.85,
-                           nms_iou: float = 0.5, autocast_dtype: torch.dtype | None = None,
-                           multi_label: bool = False, clip: str = "image", min_side: float = 0.0) -> torch.Tensor:
+def sample_false_positives(teacher: Detector, images: torch.Tensor, targets: torch.Tensor,
+                           fp: FalsePositiveConfig | None = None,
+                           autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Y_fp: the teacher's confident predictions on the un-augmented images that overlap no current target
-    (max IoU < ``iou``) and cover (min_area, max_area) of the image, appended into free target rows, best
-    first: the filters run on every detection, then the best that fit the free rows are kept.
+    (max IoU < ``fp.iou``) and cover (``fp.min_area``, ``fp.max_area``) of the image, appended into free target
+    rows, best first: the filters run on every detection, then the best that fit the free rows are kept.
 
-    ``multi_label`` keeps every class above ``conf`` (one box can enter once per class, as the authors' code);
-    ``clip`` "image" clips boxes to the image and measures the area of the clipped box, "zero" clamps at 0
-    only and measures the unclipped box (the authors'); boxes with a side <= ``min_side`` pixels are dropped
-    before NMS (the authors: 2). Runs outside the compiled step (NMS needs the host)."""
-    if clip not in ("image", "zero"):
-        raise ValueError(f"clip={clip!r}: expected 'image' or 'zero'")
+    ``fp`` (default: :class:`FalsePositiveConfig`'s values) also says: ``multi_label`` keeps every class above
+    ``conf`` (one box can enter once per class, as the authors' code); ``clip`` "image" clips boxes to the image
+    and measures the area of the clipped box, "zero" clamps at 0 only and measures the unclipped box (the
+    authors'); boxes with a side <= ``min_side`` pixels are dropped before NMS (the authors: 2). Runs outside the
+    compiled step (NMS needs the host)."""
+    fp = fp or FalsePositiveConfig()
+    if fp.clip not in ("image", "zero"):
+        raise ValueError(f"fp.clip: {fp.clip!r}: expected 'image' or 'zero'")
     b, _, h, w = images.shape
     with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         preds = teacher(images)
-    detections = teacher.detect(preds, conf, nms_iou, FP_CANDIDATES, multi_label, min_side)
+    detections = teacher.detect(preds, fp.conf, fp.nms_iou, FP_CANDIDATES, fp.multi_label, fp.min_side)
     out = targets.clone()
     scale = torch.tensor([w, h, w, h], device=images.device, dtype=torch.float32)
     for i, det in enumerate(detections):
         valid = out[i, :, 0] >= 0
-        free = (~valid).nonzero().flatten().tolist()
-        if not free or det.numel() == 0:
+        free = (~valid).nonzero().flatten()
+        if not len(free) or det.numel() == 0:
             continue
         raw = det[:, :4].float() / scale
-        boxes = raw.clamp(0, 1) if clip == "image" else raw.clamp(min=0)
-        measured = boxes if clip == "image" else raw
+        boxes = raw.clamp(0, 1) if fp.clip == "image" else raw.clamp(min=0)
+        measured = boxes if fp.clip == "image" else raw
         area = (measured[:, 2] - measured[:, 0]) * (measured[:, 3] - measured[:, 1])
-        keep = (area > min_area) & (area < max_area)
+        keep = (area > fp.min_area) & (area < fp.max_area)
         if valid.any():
-            keep &= box_iou(boxes, xywh_to_xyxy(out[i, valid, 1:5].float())).max(1).values < iou
-        for box, cls in zip(boxes[keep][: len(free)], det[keep, 5][: len(free)]):
-            x1, y1, x2, y2 = box.tolist()
-            out[i, free.pop(0)] = torch.tensor([float(cls), (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+            keep &= box_iou(boxes, xywh_to_xyxy(out[i, valid, 1:5].float())).max(1).values < fp.iou
+        rows = target_rows(det[keep, 5].float(), boxes[keep])[: len(free)]
+        out[i, free[: len(rows)]] = rows.to(out.dtype)
     return out

@@ -11,7 +11,13 @@ def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
 
 
 def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
+    """(..., 4) corner boxes to centre-size boxes."""
     return torch.cat([(b[..., :2] + b[..., 2:4]) / 2, b[..., 2:4] - b[..., :2]], dim=-1)
+
+
+def target_rows(classes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Target rows (n, 5) ``cls, xc, yc, w, h`` of classes (n,) and normalised corner boxes (n, 4)."""
+    return torch.cat([classes[:, None].to(boxes.dtype), xyxy_to_xywh(boxes)], 1)
 
 
 def box_area(b: torch.Tensor) -> torch.Tensor:

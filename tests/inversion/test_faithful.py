@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastdiode.inversion import DiodeInverter, LabelTargets, sample_false_positives
+from fastdiode.inversion.config import FalsePositiveConfig
 from fastdiode.inversion.targets import clip_to_image
 from fastdiode.losses import BNStatLoss, yolo_loss
 from fastdiode.models import build_model
@@ -52,7 +53,7 @@ def test_per_stage_det_weight_and_bn_layer_count(teacher):
     assert [cfg.det_weight(s) for s in (0, 1)] == [0.5, 1.0]
     inverter = DiodeInverter(teacher, cfg)
     history = inverter.invert(torch.tensor([[[1.0, 0.5, 0.5, 0.4, 0.3]] + [[-1.0, 0, 0, 0, 0]] * 3] * 4), 0).history
-    layers = inverter.bn_loss.layer_values
+    layers = inverter.objective.bn_loss.layer_values
     inverter.close()
     last = history[-1]  # stage 1: only the first 3 BN layers enter L_BN
     assert last["bn"] == pytest.approx(layers[:3].sum().item(), rel=1e-4)
@@ -125,11 +126,12 @@ def test_fp_clip_modes():
     teacher = FixedDetections([[-20, 40, 10, 110, 0.9, 1]])  # 30 x 70 px, 10 x 60 px inside
     start = torch.tensor([[[-1.0, 0, 0, 0, 0]]])
     images = torch.zeros(1, 3, 100, 100)
-    clipped = sample_false_positives(teacher, images, start, min_area=0.1)
+    clipped = sample_false_positives(teacher, images, start, FalsePositiveConfig(min_area=0.1))
     torch.testing.assert_close(clipped[0, 0], torch.tensor([-1.0, 0, 0, 0, 0]))  # 6% of the image is inside
-    clipped = sample_false_positives(teacher, images, start, min_area=0.05)
+    clipped = sample_false_positives(teacher, images, start, FalsePositiveConfig(min_area=0.05))
     torch.testing.assert_close(clipped[0, 0], torch.tensor([1.0, 0.05, 0.7, 0.1, 0.6]))
-    zero = sample_false_positives(teacher, images, start, min_area=0.1, clip="zero")  # 21% unclipped
+    zero = sample_false_positives(teacher, images, start,
+                                  FalsePositiveConfig(min_area=0.1, clip="zero"))  # 21% unclipped
     torch.testing.assert_close(zero[0, 0], torch.tensor([1.0, 0.05, 0.75, 0.1, 0.7]))
 
 

@@ -5,6 +5,7 @@ import torch
 
 from fastdiode.config import ConfigError, load_config
 from fastdiode.inversion import DiodeInverter, InversionConfig, sample_false_positives
+from fastdiode.inversion.config import FalsePositiveConfig
 from fastdiode.models.boxes import box_iou, xywh_to_xyxy
 from fastdiode.runtime.schedule import lr_at
 from tests.helpers import targets, tiny_config
@@ -60,7 +61,8 @@ def test_non_finite_loss_is_reported(teacher):
 def test_false_positive_sampling_adds_filtered_boxes_up_to_capacity(teacher):
     images = torch.rand(4, 3, 64, 64)
     start = targets(4, capacity=3)
-    out = sample_false_positives(teacher, images, start, conf=0.0, iou=0.35, min_area=0.01, max_area=0.85)
+    out = sample_false_positives(teacher, images, start, FalsePositiveConfig(conf=0.0, iou=0.35, min_area=0.01,
+                                                                         max_area=0.85))
     assert torch.equal(out[:, 0], start[:, 0])  # existing targets are kept
     added = out[:, 1:]
     valid = added[..., 0] >= 0

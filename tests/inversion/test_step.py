@@ -4,6 +4,7 @@ import torch
 
 from fastdiode.augment import DiodeAugment
 from fastdiode.inversion import DiodeInverter
+from fastdiode.inversion.config import StageSpec
 from fastdiode.inversion.step import StageStep
 from fastdiode.runtime.schedule import lr_at
 from tests.helpers import targets, tiny_config
@@ -25,13 +26,27 @@ def test_reused_buffers_reproduce_a_fresh_run(teacher):
     assert again.history == expected.history
 
 
+class SquareObjective:
+    """A stage objective of the step's interface: no augmentation, the loss sum((x - 0.5)^2)."""
+
+    names = ("total", "zero")
+
+    def begin(self):
+        pass
+
+    def draw(self, batch, height, width, generator, steps):
+        return DiodeAugment(jitter=0).sample_params(batch, height, width, generator, steps=steps)
+
+    def __call__(self, x, targets, draw, step):
+        return (x - 0.5).square().sum(), torch.zeros(2)
+
+
 def test_step_follows_the_lr_schedule_on_the_device():
     """With Adam's betas (0, 0) every pixel moves by the step's lr (sign descent); the lr of step t is read
     from the device table by the device step counter, and a reload restarts the schedule."""
     lr = (0.01, 0.001, 0.25)
-    step = StageStep(lambda x, t, params, s: ((x - 0.5).square().sum(), torch.zeros(2)),
-                     DiodeAugment(jitter=0), batch=2, size=8, capacity=1, iterations=8, schedule=lr, betas=(0.0, 0.0),
-                     num_losses=2, device=torch.device("cpu"))
+    spec = StageSpec(resolution=8, batch_size=2, iterations=8, lr=lr[0], lr_min=lr[1], warmup=lr[2], betas=(0.0, 0.0))
+    step = StageStep(SquareObjective(), spec, batch=2, capacity=1, device=torch.device("cpu"))
     u = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     start = 0.5 + torch.where(u > 0.5, 1.0, -1.0) * (0.05 + 0.05 * u)  # |x - 0.5| > lr sums: no sign flips
     for _ in range(2):
