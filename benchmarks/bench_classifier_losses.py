@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastdiode.classify import ClassifierConfig, run_classifier_training  # noqa: E402
 from fastdiode.config import load_config  # noqa: E402
 from fastdiode.data.crops import write_crops  # noqa: E402
+from fastdiode.runtime import RunContext  # noqa: E402
 from fastdiode.runtime.files import atomic_write  # noqa: E402
 
 LOSSES = {"CE": ["loss.ce=1", "loss.focal=0"], "FL": ["loss.ce=0", "loss.focal=1"],
@@ -44,8 +45,8 @@ def main() -> None:
                 *overrides])
             start = time.perf_counter()
             summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else \
-                run_classifier_training(cfg, torch.device("cpu"))
-            rows.append({"size": size, "loss": name, "top1": summary["final_top1"], "steps": args.steps,
+                run_classifier_training(cfg, RunContext(torch.device("cpu")))
+            rows.append({"size": size, "loss": name, "top1": summary["final_eval"]["top1"], "steps": args.steps,
                          "minutes": (time.perf_counter() - start) / 60})
             print(rows[-1])
     lines = ["| crop size | loss | top-1 (val crops) |", "|---:|---|---:|"]

@@ -23,12 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastdiode.config import load_config  # noqa: E402
+from fastdiode.data.batch_plan import BatchPlan  # noqa: E402
 from fastdiode.data.dali_loader import available as dali_available  # noqa: E402
-from fastdiode.data.loader import BatchPlan, batches  # noqa: E402
+from fastdiode.data.jitter import JitterRanges  # noqa: E402
+from fastdiode.data.loader import batches  # noqa: E402
 from fastdiode.data.scan import scan_dataset  # noqa: E402
-from fastdiode.data.train_augment import LoaderAugment  # noqa: E402
 from fastdiode.distill import TrainConfig, Trainer  # noqa: E402
 from fastdiode.models import build_model  # noqa: E402
+from fastdiode.runtime import RunContext  # noqa: E402
 
 
 def make_pngs(root: Path, n: int, size: int) -> Path:
@@ -50,7 +52,7 @@ def make_pngs(root: Path, n: int, size: int) -> Path:
 def loader_rate(kind: str, data, batch: int, steps: int, workers: int, size: int, device=None) -> float:
     """Images/s of the ``kind`` pipeline after start-up (DALI decodes on ``device`` when it is CUDA)."""
     plan = BatchPlan(len(data.items), batch, seed=0, sizes=(size,))
-    aug = LoaderAugment(0.5, 10.0, 0.5, 0.3)
+    aug = JitterRanges(0.5, 10.0, 0.5, 0.3)
     stream = batches(kind, data, plan, aug, 8, 0, steps + 2, workers, device)
     next(stream), next(stream)  # start-up: worker processes / pipeline build
     t0 = time.perf_counter()
@@ -66,7 +68,7 @@ def step_rate(compile_: bool, size: int, batch: int, steps: int) -> tuple[float,
     student = build_model("yolo-micro", num_classes=10, width=0.25)
     cfg = load_config(TrainConfig, None, ["data.train=unused", "teacher=unused", f"train.steps={steps + 3}",
                                           f"run.compile={str(compile_).lower()}"])
-    trainer = Trainer(cfg, student, teacher, torch.device("cpu"), [], progress=False)
+    trainer = Trainer(cfg, student, teacher, RunContext(torch.device("cpu")), [], progress=False)
     x, boxes = torch.rand(batch, 3, size, size), torch.full((batch, 4, 5), -1.0)
     t0 = time.perf_counter()
     trainer.train_step(x, boxes)

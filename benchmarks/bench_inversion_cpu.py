@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.reference_loop import reference_inversion  # noqa: E402
-from fastdiode.loading import randomized_detector  # noqa: E402
 from fastdiode.config import load_config  # noqa: E402
 from fastdiode.inversion import DiodeInverter, InversionConfig, one_box_targets  # noqa: E402
+from fastdiode.loading import randomized_detector  # noqa: E402
 
 
 def fastdiode_loop(teacher, targets, size, iterations, jitter, bf16: bool = False):

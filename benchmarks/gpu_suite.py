@@ -219,15 +219,15 @@ def model_timings(device, smoke: bool) -> list[dict]:
             rows.append({"name": f"{name} {size}^2 x {batch} fwd+dgrad, {mode}", "ms": ms, "floor ms": floor_ms,
                          "% of floor": 100 * floor_ms / ms, "peak GiB": peak / 2**30,
                          "images/s": batch / ms * 1e3, "target": "vs conv floor"})
-        del model, x
+        del model
     return rows
 
 
 def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int]:
     """(seconds per iteration, peak bytes) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
     and, with CUDA graphs, captures)."""
-    from fastdiode.loading import randomized_detector
     from fastdiode.inversion import DiodeInverter
+    from fastdiode.loading import randomized_detector
 
     inverter = DiodeInverter(randomized_detector(name, None, 80).to(device), cfg, device)
     inverter.invert(targets, seed=0)
@@ -248,9 +248,9 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     loop (same random YOLOv3-SPP, same shapes), peak memory, and images per GPU-hour over the paper's full
     schedule."""
     from benchmarks.reference_loop import reference_inversion
-    from fastdiode.loading import randomized_detector
     from fastdiode.config import load_config
     from fastdiode.inversion import InversionConfig, one_box_targets
+    from fastdiode.loading import randomized_detector
     from fastdiode.models import build_model
     from fastdiode.models.flops import conv_flops
 
@@ -307,6 +307,7 @@ def distill_timings(device, smoke: bool) -> dict:
     from fastdiode.data.scan import scan_dataset
     from fastdiode.distill import TrainConfig, Trainer
     from fastdiode.models import build_model
+    from fastdiode.runtime import RunContext
 
     (student_name, teacher_name, size, batch) = ("yolo-micro", "yolo-micro", 64, 4) if smoke else \
         ("yolov3", "yolov3-spp", 416, 64)
@@ -319,7 +320,7 @@ def distill_timings(device, smoke: bool) -> dict:
         student = build_model(student_name, num_classes=80)
         cfg = load_config(TrainConfig, None, ["data.train=unused", "teacher=unused", f"train.steps={steps + 3}",
                                               f"run.compile={str(mode == 'compiled').lower()}"])
-        trainer = Trainer(cfg, student, teacher, device, [], progress=False)
+        trainer = Trainer(cfg, student, teacher, RunContext(device), [], progress=False)
         if smoke and mode == "compiled":
             trainer.loss_fn = torch.compile(trainer._loss, backend="aot_eager")
         x = torch.rand(batch, 3, size, size, device=device)

@@ -18,7 +18,7 @@ def yolov3_bn_shapes(size: int, batch: int) -> list[tuple[int, int, int, int]]:
         c, r = 64 << stage, size >> (stage + 1)
         plan.append((c, r))
         plan += [(c // 2, r), (c, r)] * repeats
-    for c, r, extra in ((512, size // 32, []), (256, size // 16, []), (128, size // 8, [])):
+    for c, r in ((512, size // 32), (256, size // 16), (128, size // 8)):
         plan += [(c, r), (2 * c, r)] * 2 + [(c, r), (2 * c, r)]
         if c > 128:
             plan.append((c // 2, r))  # the 1x1 conv before the upsample to the next scale

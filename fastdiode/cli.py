@@ -20,16 +20,16 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from fastdiode.runtime import run_context
 
     cfg = load_config(InversionConfig, args.config, args.overrides)
-    teacher, class_names, stamp = load_teacher(cfg.teacher)
+    teacher = load_teacher(cfg.teacher)
     verifier = load_detector(cfg.verifier) if cfg.verifier else None
     with run_context(cfg.run.device) as ctx:
         if ctx.rank == 0:
             logging.getLogger("fastdiode").info(
                 "fastdiode invert: %d batches of %d images on %s x %d (%s), backend %s, precision %s -> %s",
-                cfg.job.num_batches, cfg.batch_images, ctx.device, ctx.world, stamp, cfg.run.backend,
+                cfg.job.num_batches, cfg.batch_images, ctx.device, ctx.world, teacher.source, cfg.run.backend,
                 cfg.run.precision, cfg.job.out)
-        extra = {"device": ctx.device_name, "world": ctx.world, "backend": cfg.run.backend, "teacher": stamp}
-        summary = run_job(cfg, teacher, ctx.device, class_names, ctx.rank, ctx.world, extra, verifier)
+        summary = run_job(cfg, teacher.model, ctx, teacher.class_names, ctx.record(cfg.run.backend, teacher.source),
+                          verifier)
     if summary is not None:
         print(f"fastdiode invert: {summary['images']} images in {summary['seconds']:.0f} s "
               f"({summary['images_per_hour']:.0f} images/hour), {len(summary['batches_failed'])} failed batches "
@@ -50,11 +50,13 @@ def _train(args: argparse.Namespace, distill: bool) -> int:
     if not distill and cfg.has_teacher:
         raise ValueError(f"teacher: {cfg.teacher.weights}: fastdiode train trains without a teacher; use fastdiode "
                          "distill")
-    teacher = load_teacher(cfg.teacher)[0] if distill else None
+    loaded = load_teacher(cfg.teacher) if distill else None
+    teacher = loaded.model if loaded is not None else None
     student = build_student(cfg, teacher)
-    names = getattr(teacher, "class_names", None)  # train: the dataset's names
+    names = getattr(teacher, "class_names", None)  # a checkpoint's names; else the dataset's
     with run_context(cfg.run.device) as ctx:
-        summary = run_training(cfg, student, teacher, ctx.device, names, ctx.rank, ctx.world, args.resume)
+        record = ctx.record(cfg.run.backend, loaded.source if loaded is not None else "")
+        summary = run_training(cfg, student, teacher, ctx, names, args.resume, record=record)
     if ctx.rank == 0:
         final = summary["final_eval"]
         score = f", mAP@.5 {final['mAP@.5']:.4f}, mAP@[.5:.95] {final['mAP@[.5:.95]']:.4f}" if final else ""
@@ -93,12 +95,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from fastdiode.classify import ClassifierConfig, run_classifier_training
     from fastdiode.config import load_config
-    from fastdiode.runtime import resolve_device
+    from fastdiode.runtime import run_context
 
     cfg = load_config(ClassifierConfig, args.config, args.overrides)
-    summary = run_classifier_training(cfg, resolve_device(cfg.run.device), args.resume)
-    final, best = summary["final_top1"], summary["best_top1"]
-    top1 = f", top-1 {final:.4f} (best {best:.4f})" if final is not None else ""
+    with run_context(cfg.run.device) as ctx:
+        summary = run_classifier_training(cfg, ctx, args.resume)
+    final = summary["final_eval"]
+    top1 = f", top-1 {final['top1']:.4f} (best {summary['best']:.4f})" if final is not None else ""
     print(f"fastdiode train-classifier: {summary['steps']} steps in {summary['seconds']:.0f} s{top1} "
           f"-> {cfg.train.out}")
     return 0

@@ -11,6 +11,7 @@ import hashlib
 import json
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -44,19 +45,30 @@ class TeacherConfig:
 
 
 @dataclass
-class RunConfig:
-    """Where and how an engine runs: the section ``run`` of both the inversion and the training configs."""
+class ModelRunConfig:
+    """Where and how a model runs: the section ``run`` of the crop-classifier trainer, and the base of
+    :class:`RunConfig`."""
 
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     compile: bool | None = None  # torch.compile the models: None = on CUDA only (slower than eager on CPU)
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"run.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class RunConfig(ModelRunConfig):
+    """Where and how an engine runs: the section ``run`` of the inversion and the detector trainer's configs,
+    which also choose the fused ops' backend."""
+
     backend: str = "auto"  # the fused ops: auto, triton, torch, reference (fastdiode.runtime.backend)
 
     def validate(self) -> None:
-        for key, value, allowed in (("run.precision", self.precision, PRECISIONS),
-                                    ("run.backend", self.backend, BACKENDS)):
-            if value not in allowed:
-                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        super().validate()
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"run.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def _type_name(tp) -> str:
@@ -101,10 +113,26 @@ def _coerce(value: Any, tp, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
+def _renamed(cls, data: dict, prefix: str) -> dict:
+    """``data`` with the keys ``cls.RENAMED`` maps (old -> new) renamed, each with a deprecation warning."""
+    data = dict(data)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in data:
+            where = f"{prefix}." if prefix else ""
+            if new in data:
+                raise ConfigError(f"{where}{old}: renamed {where}{new}, which is also set; keep only {where}{new}")
+            warnings.warn(f"config key {where}{old} is deprecated: it is read as {where}{new}; rename it (the old "
+                          "key will stop working in a later release)", FutureWarning, stacklevel=2)
+            data[new] = data.pop(old)
+    return data
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict; missing keys keep their defaults."""
+    """Build dataclass ``cls`` from a (nested) dict; missing keys keep their defaults. A class may map old key
+    names to new ones in a ``RENAMED`` class variable: the old key is accepted with a deprecation warning."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    data = _renamed(cls, data, prefix)
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{prefix}." if prefix else ""

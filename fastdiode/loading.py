@@ -2,6 +2,7 @@
 student of a training config. Shared by the commands, the demo, the benchmarks and the tests."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,26 +14,26 @@ from fastdiode.models.darknet import Darknet
 COCO_CLASSES = 80  # a darknet .weights file without a stated class count is taken as COCO's
 
 
-def build_detector(model: str | None, cfg: str | None, num_classes: int = COCO_CLASSES,
+def build_detector(model: str | None, darknet_cfg: str | None, num_classes: int = COCO_CLASSES,
                    width: float | None = None, depth: int | None = None, **kwargs) -> Darknet:
-    """A built-in architecture (``width``/``depth`` scale yolo-micro) or one from a darknet ``cfg``."""
-    if cfg:
-        return models.from_cfg(cfg)
+    """A built-in architecture (``width``/``depth`` scale yolo-micro) or one from a darknet ``.cfg`` file."""
+    if darknet_cfg:
+        return models.from_cfg(darknet_cfg)
     variant = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
     return models.build_model(model, num_classes=num_classes, **variant, **kwargs)
 
 
-def load_detector(weights: str | Path, model: str | None = None, cfg: str | None = None,
+def load_detector(weights: str | Path, model: str | None = None, darknet_cfg: str | None = None,
                   num_classes: int | None = None, width: float | None = None, depth: int | None = None) -> Darknet:
     """A fastdiode checkpoint (NAME.safetensors + NAME.json), or a darknet .weights file with the built-in
-    ``model`` or the darknet ``cfg`` it belongs to."""
+    ``model`` or the darknet ``.cfg`` file it belongs to."""
     path = Path(weights)
     if path.suffix == ".weights":
-        if (model is None) == (cfg is None):
+        if (model is None) == (darknet_cfg is None):
             raise ValueError(f"--weights {path}: a darknet .weights file needs exactly one of --model or --cfg")
-        net = build_detector(model, cfg, num_classes or COCO_CLASSES, width, depth)
+        net = build_detector(model, darknet_cfg, num_classes or COCO_CLASSES, width, depth)
         return models.load_darknet_weights(net, path)
-    if model or cfg:
+    if model or darknet_cfg:
         raise ValueError(f"--weights {path}: a fastdiode checkpoint carries its own architecture; drop --model/--cfg")
     net = models.load(path)
     if num_classes is not None and net.num_classes != num_classes:
@@ -40,11 +41,11 @@ def load_detector(weights: str | Path, model: str | None = None, cfg: str | None
     return net
 
 
-def randomized_detector(model: str | None, cfg: str | None, num_classes: int = COCO_CLASSES, seed: int = 0,
-                        width: float | None = None, depth: int | None = None) -> Darknet:
+def randomized_detector(model: str | None, darknet_cfg: str | None, num_classes: int = COCO_CLASSES,
+                        seed: int = 0, width: float | None = None, depth: int | None = None) -> Darknet:
     """A detector with random weights and random BN statistics: for benchmarking speed only."""
     torch.manual_seed(seed)
-    net = build_detector(model, cfg, num_classes, width, depth)
+    net = build_detector(model, darknet_cfg, num_classes, width, depth)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0.0, 0.5)
@@ -52,8 +53,17 @@ def randomized_detector(model: str | None, cfg: str | None, num_classes: int = C
     return net
 
 
-def load_teacher(teacher: TeacherConfig) -> tuple[Darknet, list[str], str]:
-    """(teacher, class names, a stamp saying where it came from) of a ``teacher`` config section."""
+@dataclass(frozen=True)
+class LoadedTeacher:
+    """A teacher as a ``teacher`` config section names it: the model, its class names and where it came from."""
+
+    model: Darknet
+    class_names: list[str]
+    source: str  # the weights' path, or what stands in for one (random weights)
+
+
+def load_teacher(teacher: TeacherConfig) -> LoadedTeacher:
+    """The teacher of a ``teacher`` config section."""
     weights = teacher.weights
     if not weights:
         raise ValueError("teacher.weights: required: a darknet .weights file, a fastdiode checkpoint, or 'random' "
@@ -61,7 +71,7 @@ def load_teacher(teacher: TeacherConfig) -> tuple[Darknet, list[str], str]:
     if weights == "random":
         net = randomized_detector(teacher.model, teacher.cfg, teacher.num_classes or COCO_CLASSES,
                                   width=teacher.width, depth=teacher.depth)
-        stamp = "random weights and BN statistics (benchmarking only; the images mean nothing)"
+        source = "random weights and BN statistics (benchmarking only; the images mean nothing)"
     else:
         darknet = Path(weights).suffix == ".weights"
         try:
@@ -70,16 +80,17 @@ def load_teacher(teacher: TeacherConfig) -> tuple[Darknet, list[str], str]:
                                 teacher.width if darknet else None, teacher.depth if darknet else None)
         except ValueError as e:
             raise ValueError(f"teacher: {e}") from None
-        stamp = str(weights)
+        source = str(weights)
     names = getattr(net, "class_names", None) or [str(i) for i in range(net.num_classes)]
-    return net, names, stamp
+    return LoadedTeacher(net, names, source)
 
 
-def build_student(cfg, teacher: Darknet | None) -> Darknet:
-    """The student of a training config (``cfg.student``), initialised from ``train.seed``. A distillation
-    student takes the teacher's classes and anchors unless the config sets them, so the head layouts match."""
-    sc = cfg.student
-    torch.manual_seed(cfg.train.seed)
+def build_student(train_config, teacher: Darknet | None) -> Darknet:
+    """The student of a training config (its ``student`` section), initialised from ``train.seed``. A
+    distillation student takes the teacher's classes and anchors unless the config sets them, so the head layouts
+    match."""
+    sc = train_config.student
+    torch.manual_seed(train_config.train.seed)
     if sc.init:
         return models.load(sc.init)
     if sc.cfg:
@@ -89,7 +100,7 @@ def build_student(cfg, teacher: Darknet | None) -> Darknet:
         anchors = next(spec["anchors"] for spec in teacher.layer_specs if spec["type"] == "yolo")
     classes = teacher.num_classes if teacher is not None else sc.num_classes
     return build_detector(sc.model, None, classes, sc.width, sc.depth, anchors=anchors,
-                          input_size=cfg.train.img_size)
+                          input_size=train_config.train.img_size)
 
 
 def load_classifier(path: str | Path) -> torch.nn.Module:

@@ -13,6 +13,7 @@ from fastdiode.inversion import DiodeInverter
 from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
 from fastdiode.models.postprocess import postprocess
+from fastdiode.runtime import RunContext
 from tests.helpers import TINY_DIGITS, calibrate_bn, targets, tiny_config, train_args
 
 
@@ -27,7 +28,8 @@ class TinyAnchorFree(nn.Module):
     def __init__(self, num_classes: int = 4, width: int = 16, input_size: int = 64):
         super().__init__()
         self.num_classes, self.width, self.input_size, self.name = num_classes, width, input_size, "tiny-anchor-free"
-        self.backbone = nn.Sequential(conv_bn(3, width, 2), conv_bn(width, 2 * width, 2), conv_bn(2 * width, 2 * width, 2))
+        self.backbone = nn.Sequential(conv_bn(3, width, 2), conv_bn(width, 2 * width, 2),
+                                      conv_bn(2 * width, 2 * width, 2))
         self.neck = conv_bn(2 * width, 2 * width, 1)
         self.head = nn.Conv2d(2 * width, 5 + num_classes, 1)
 
@@ -98,7 +100,8 @@ def test_trainer_distils_evaluates_and_checkpoints_it(tmp_path):
     teacher, student = TinyAnchorFree(10).eval(), TinyAnchorFree(10, width=8)
     cfg = load_config(TrainConfig, None, train_args(tmp_path / "run", digits["train"], f"data.val={digits['val']}",
                                                     "teacher=unused", "loss.label=0.5"))
-    summary = run_training(cfg, student, teacher, torch.device("cpu"), [str(i) for i in range(10)], progress=False)
+    summary = run_training(cfg, student, teacher, RunContext(torch.device("cpu")), [str(i) for i in range(10)],
+                           progress=False)
     assert summary["steps"] == 6 and summary["final_eval"] is not None
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged[0]["mimic"] > 0 and logged[0]["label"] > 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastdiode.config import ConfigError, RunConfig
-
-OPTIMIZERS = ("sgd", "adam")
+from fastdiode.config import ConfigError, ModelRunConfig
+from fastdiode.training.config import LoopConfig, OptimConfig
 
 
 @dataclass
@@ -32,23 +31,20 @@ class ClassifierLossConfig:
 
 
 @dataclass
-class ClassifierOptimConfig:
-    name: str = "sgd"  # sgd | adam
+class ClassifierOptimConfig(OptimConfig):
+    name: str = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9  # sgd (Nesterov)
+    momentum: float = 0.9
     weight_decay: float = 5e-4
-    warmup: float = 0.02  # fraction of the steps
-    lr_min: float = 0.0
+    warmup: float = 0.02
 
 
 @dataclass
-class ClassifierLoopConfig:
+class ClassifierLoopConfig(LoopConfig):
     steps: int = 3000
     batch_size: int = 128
     eval_every: int = 500  # steps; 0: only at the end
-    log_every: int = 50
     checkpoint_every: int = 500
-    seed: int = 0
     out: str = "runs/classifier"
 
 
@@ -59,23 +55,19 @@ class ClassifierConfig:
     loss: ClassifierLossConfig = field(default_factory=ClassifierLossConfig)
     optim: ClassifierOptimConfig = field(default_factory=ClassifierOptimConfig)
     train: ClassifierLoopConfig = field(default_factory=ClassifierLoopConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: ModelRunConfig = field(default_factory=ModelRunConfig)  # device, precision, compile (no fused ops)
 
     def validate(self) -> None:
-        d, m, lo, o, t = self.data, self.model, self.loss, self.optim, self.train
+        d, m, lo = self.data, self.model, self.loss
         if not d.train:
             raise ConfigError("data.train: required: a crops split folder (fastdiode data crops --out DIR; DIR/train)")
         if m.width < 1 or not m.depths or min(m.depths) < 1:
             raise ConfigError(f"model: width and depths must be >= 1, got {m.width}, {m.depths}")
         if lo.ce < 0 or lo.focal < 0 or lo.ce + lo.focal == 0:
             raise ConfigError(f"loss: ce and focal must be >= 0 and not both 0, got {lo.ce}, {lo.focal}")
-        if o.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
         if d.pad < 0 or not 0 <= d.flip_p <= 1 or not 0 <= d.brightness < 1:
             raise ConfigError(f"data: pad >= 0, flip_p in [0, 1] and brightness in [0, 1) expected, got {d.pad}, "
                               f"{d.flip_p}, {d.brightness}")
-        for key, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size),
-                           ("train.log_every", t.log_every), ("train.checkpoint_every", t.checkpoint_every)):
-            if value < 1:
-                raise ConfigError(f"{key}: expected a positive integer, got {value}")
+        self.optim.validate()
+        self.train.validate()
         self.run.validate()

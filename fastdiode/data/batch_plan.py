@@ -2,7 +2,7 @@
 
 A run's samples form one stream: epoch ``e`` is a seeded permutation of the dataset, and step ``s`` takes
 the global batch at stream positions ``s*B .. (s+1)*B``; rank ``r`` of ``W`` takes its contiguous slice.
-Each sample's augmentation seed and each step's size (multi-scale) derive from (seed, step), so a batch is
+Each sample's jitter seed and each step's size (multi-scale) derive from (seed, step), so a batch is
 a pure function of (seed, step, rank): resuming at step ``s`` replays exactly what an uninterrupted run
 would have seen, and 2 ranks together see the 1-rank global batch.
 """

@@ -136,7 +136,7 @@ class CropSet:
     class_names: list[str]
 
     @classmethod
-    def load(cls, split_dir: str | Path) -> "CropSet":
+    def load(cls, split_dir: str | Path) -> CropSet:
         split_dir = Path(split_dir)
         manifest = split_dir / MANIFEST
         if not manifest.is_file():

@@ -1,6 +1,6 @@
 """The NVIDIA DALI pipeline of the distillation loader (optional: ``pip install nvidia-dali-cuda120``).
 
-The host draws each sample's parameters exactly as the torch pipeline does (:mod:`train_augment`) and feeds
+The host draws each sample's parameters exactly as the torch pipeline does (:mod:`jitter`) and feeds
 the encoded file, resize shape, flip flag, colour matrix and boxes through an external source; DALI decodes
 (``mixed`` = nvJPEG/nvImageCodec on a GPU, ``cpu`` with ``device_id=None`` without one), resizes, applies the
 colour matrix, pads to the letterboxed square, then mirrors and normalises in one op, on its own threads,
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastdiode.data.images import PAD_BYTE
 from fastdiode.data.batch_plan import BatchPlan
+from fastdiode.data.images import PAD_BYTE
+from fastdiode.data.jitter import JitterRanges, sample_boxes, sample_params
 from fastdiode.data.scan import ScannedDataset
-from fastdiode.data.train_augment import LoaderAugment, sample_boxes, sample_params
 
 
 def available() -> bool:
@@ -29,7 +29,7 @@ def available() -> bool:
         return False
 
 
-def _feed(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: int, start: int, stop: int):
+def _feed(data: ScannedDataset, plan: BatchPlan, aug: JitterRanges, capacity: int, start: int, stop: int):
     for step in range(start, stop):
         size = plan.size_at(step)
         cols: list[list] = [[] for _ in range(6)]
@@ -75,7 +75,7 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
     return out
 
 
-def dali_batches(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: int, start: int, stop: int,
+def dali_batches(data: ScannedDataset, plan: BatchPlan, aug: JitterRanges, capacity: int, start: int, stop: int,
                  workers: int = 2, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of steps start..stop-1, like :func:`fastdiode.data.loader.torch_batches`; on a CUDA ``device``
     the images are decoded on it and stay there."""

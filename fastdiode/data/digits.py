@@ -105,7 +105,7 @@ def digit_canvas(rng: np.random.Generator, scans: np.ndarray, labels: np.ndarray
         for _, later, _ in placed[i + 1:]:
             vis *= 1.0 - later
         visible.append(vis)
-    for cls, alpha, _ in placed:
+    for _, alpha, _ in placed:
         colour = rng.uniform(0.7, 1.0, 3) if dark else rng.uniform(0.0, 0.3, 3)
         colour[rng.integers(3)] *= rng.uniform(0.3, 1.0)  # a tint, not only grey
         image = image * (1 - alpha[..., None]) + colour * alpha[..., None]

@@ -1,5 +1,6 @@
-"""Training-time augmentation of the distillation loaders: letterbox to the step's size, random horizontal
-flip of the canvas (boxes flipped with it) and an HSV-style colour jitter. As in kornia, the random parameters are drawn
+"""The distillation loaders' per-sample jitter (not DIODE's differentiable augmentation, :mod:`fastdiode.augment`):
+letterbox to the step's size, random horizontal flip of the canvas (boxes flipped with it) and an HSV-style
+colour jitter. As in kornia, the random parameters are drawn
 apart from their application, on the host, from a per-sample seed: the torch and DALI pipelines apply the
 same parameters, so they produce equivalent batches, and a batch is a pure function of (seed, step)."""
 from __future__ import annotations
@@ -20,8 +21,8 @@ YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
 
 
 @dataclass(frozen=True)
-class LoaderAugment:
-    """Ranges of the loader's augmentations; zeros turn them off."""
+class JitterRanges:
+    """Ranges of the loader's random flip and colour jitter; zeros turn them off."""
 
     flip_p: float = 0.5
     hue: float = 0.0  # max hue rotation in degrees
@@ -29,7 +30,7 @@ class LoaderAugment:
     value: float = 0.0  # max relative brightness change
 
     @classmethod
-    def off(cls) -> LoaderAugment:
+    def off(cls) -> JitterRanges:
         return cls(0.0, 0.0, 0.0, 0.0)
 
 
@@ -60,7 +61,7 @@ def colour_matrix(hue_deg: float, saturation: float, value: float) -> np.ndarray
     return (value * YIQ_TO_RGB @ twist @ RGB_TO_YIQ).astype(np.float32)
 
 
-def sample_params(item: Item, size: int, aug: LoaderAugment, seed: int) -> SampleParams:
+def sample_params(item: Item, size: int, aug: JitterRanges, seed: int) -> SampleParams:
     """Draw one sample's parameters from ``seed`` (any int)."""
     rng = np.random.default_rng(seed)
     flip, u_h, u_s, u_v = rng.random(4)
@@ -70,7 +71,7 @@ def sample_params(item: Item, size: int, aug: LoaderAugment, seed: int) -> Sampl
 
 
 def sample_boxes(item: Item, params: SampleParams, capacity: int) -> torch.Tensor:
-    """The item's boxes on the augmented canvas, padded to (capacity, 5) with cls = -1 rows."""
+    """The item's boxes on the jittered canvas, padded to (capacity, 5) with cls = -1 rows."""
     boxes = boxes_to_canvas(item.boxes, params.letterbox, params.size)
     if params.flip:  # the letterboxed canvas is mirrored
         boxes[:, 1] = 1.0 - boxes[:, 1]

@@ -9,16 +9,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastdiode.data.batch_plan import BatchPlan
 from fastdiode.data.images import decode_rgb
+from fastdiode.data.jitter import JitterRanges, apply_params, sample_boxes, sample_params
 from fastdiode.data.scan import ScannedDataset
-from fastdiode.data.train_augment import LoaderAugment, apply_params, sample_boxes, sample_params
-
-LOADERS = ("auto", "torch", "dali")
 
 
 class _Samples(Dataset):
-    """Key (item index, sample seed, size) -> augmented (image, padded boxes)."""
+    """Key (item index, sample seed, size) -> jittered (image, padded boxes)."""
 
-    def __init__(self, data: ScannedDataset, aug: LoaderAugment, capacity: int):
+    def __init__(self, data: ScannedDataset, aug: JitterRanges, capacity: int):
         self.data, self.aug, self.capacity = data, aug, capacity
 
     def __len__(self) -> int:
@@ -49,7 +47,7 @@ def _stack(batch):
     return torch.stack(images), torch.stack(boxes)
 
 
-def torch_batches(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: int, start: int,
+def torch_batches(data: ScannedDataset, plan: BatchPlan, aug: JitterRanges, capacity: int, start: int,
                   stop: int, workers: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``(images (b, 3, S, S) float in [0, 1], boxes (b, capacity, 5))`` for steps start..stop-1."""
     loader = DataLoader(_Samples(data, aug, capacity), batch_sampler=_Steps(plan, start, stop), collate_fn=_stack,
@@ -57,12 +55,12 @@ def torch_batches(data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, cap
     yield from loader
 
 
-def batches(kind: str, data: ScannedDataset, plan: BatchPlan, aug: LoaderAugment, capacity: int, start: int,
+def batches(kind: str, data: ScannedDataset, plan: BatchPlan, aug: JitterRanges, capacity: int, start: int,
             stop: int, workers: int = 2, device: torch.device | None = None) -> Iterator:
     """The batches of steps start..stop-1 from the ``kind`` pipeline: ``torch``, ``dali`` (an error when DALI
     is not installed) or ``auto`` (DALI when installed). DALI batches already lie on ``device`` when it is CUDA."""
-    if kind not in LOADERS:
-        raise ValueError(f"data.loader: {kind!r} is not one of {', '.join(LOADERS)}")
+    if kind not in ("auto", "torch", "dali"):
+        raise ValueError(f"data.loader: {kind!r} is not one of auto, torch, dali")
     if kind != "torch":
         from fastdiode.data import dali_loader
 

@@ -36,6 +36,14 @@ class ScannedDataset:
     items: list[Item]
     class_names: list[str] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    names_file: Path | None = None  # the file the class names come from
+
+    def check_classes(self, num_classes: int, key: str) -> None:
+        """A dataset that names its classes must name ``num_classes`` of them (``key``: the config key, for the
+        message)."""
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(f"{key}: {self.names_file} names {len(self.class_names)} classes, but the model has "
+                             f"{num_classes}; use a dataset of the model's classes")
 
     def coco(self, class_names: list[str]) -> dict:
         """The items as a COCO annotation dict (image ids count from 1 in item order)."""
@@ -121,13 +129,13 @@ def scan_images(image_dir: str | Path, labels: str | Path | None = None, num_cla
         log.warning("dataset %s: skipped %d of %d images:\n%s%s", root, len(skipped), len(files), shown, more)
     if not items:
         raise ValueError(f"dataset {root}: none of its {len(files)} images is usable")
-    names = coco.class_names if coco is not None else _names_beside(image_dir)
-    return ScannedDataset(Path(root), items, names, skipped)
+    names_file = labels if coco is not None else image_dir.parent / "annotations.json"
+    names = coco.class_names if coco is not None else _names_beside(names_file)
+    return ScannedDataset(Path(root), items, names, skipped, names_file if names is not None else None)
 
 
-def _names_beside(image_dir: Path) -> list[str] | None:
-    """Class names from an ``annotations.json`` next to a YOLO-labelled image folder, when there is one."""
-    path = image_dir.parent / "annotations.json"
+def _names_beside(path: Path) -> list[str] | None:
+    """Class names from the ``annotations.json`` next to a YOLO-labelled image folder, when there is one."""
     if not path.is_file():
         return None
     try:

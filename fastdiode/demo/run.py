@@ -13,19 +13,22 @@ from pathlib import Path
 import torch
 
 from fastdiode.config import config_hash
-from fastdiode.inversion.job import content_hash
-from fastdiode.loading import build_student, load_teacher
 from fastdiode.data.digits import CLASS_NAMES, build_digits
 from fastdiode.data.grid import write_grid
 from fastdiode.data.images import read_image
 from fastdiode.demo.config import SHIPPED_TEACHER, DemoConfig, Row, row_distill, row_inversion
-from fastdiode.distill.curves import plot_comparison
-from fastdiode.distill.trainer import STATE, run_training
+from fastdiode.distill.trainer import run_training
 from fastdiode.eval.coco import TIDE_MAIN, TIDE_SPECIAL
+from fastdiode.eval.curves import plot_comparison
 from fastdiode.eval.tide_chart import mean_tide, plot_tide
+from fastdiode.inversion.job import content_hash
+from fastdiode.inversion.targets import detections_to_targets
+from fastdiode.loading import build_student, load_teacher
 from fastdiode.models import load
 from fastdiode.models.detector import Detector
+from fastdiode.runtime.distributed import RunContext
 from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.run_dir import STATE
 
 log = logging.getLogger("fastdiode")
 
@@ -77,8 +80,9 @@ def synthesize(cfg: DemoConfig, row: Row, images: int, teacher_path: Path, out: 
     inv.validate()
     summary = out / "summary.json"
     if not summary.is_file() or json.loads(summary.read_text())["batches_done"] < inv.job.num_batches:
-        teacher, names, stamp = load_teacher(inv.teacher)
-        run_job(inv, teacher, device, names, extra={"device": str(device), "teacher": stamp})
+        teacher = load_teacher(inv.teacher)
+        ctx = RunContext(device)
+        run_job(inv, teacher.model, ctx, teacher.class_names, ctx.record(inv.run.backend, teacher.source))
     done = json.loads(summary.read_text())
     return done["seconds"] * math.ceil(row.images / batch) / done["batches_done"]
 
@@ -98,8 +102,9 @@ def distill(cfg: DemoConfig, row: Row, source: Path, teacher_path: Path, val: Pa
         if summary["steps"] >= tc.train.steps:
             return summary
     teacher = load(teacher_path)
-    return run_training(tc, build_student(tc, teacher), teacher, device, teacher.class_names,
-                        resume=(out / STATE).is_file())
+    ctx = RunContext(device)
+    return run_training(tc, build_student(tc, teacher), teacher, ctx, teacher.class_names,
+                        resume=(out / STATE).is_file(), record=ctx.record(tc.run.backend, str(teacher_path)))
 
 
 @torch.no_grad()
@@ -109,14 +114,8 @@ def predictions_grid(teacher: Detector, image_dir: Path, path: Path, n: int = 16
     if not files:
         return
     images = torch.stack([read_image(f) for f in files])
-    size = images.shape[-1]
     dets = teacher.detect(teacher.eval()(images), 0.3, 0.45, 16)
-    boxes = torch.full((len(files), 16, 5), -1.0)
-    for i, d in enumerate(dets):
-        xyxy = d[:, :4] / size
-        boxes[i, : len(d)] = torch.stack([d[:, 5], (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
-                                          xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], 1)
-    write_grid(path, images, boxes, CLASS_NAMES)
+    write_grid(path, images, detections_to_targets(dets, images.shape[-1], images.shape[-2], 16), CLASS_NAMES)
 
 
 def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:

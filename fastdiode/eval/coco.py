@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from fastdiode.data.dataset import DetectionDataset, collate
-from fastdiode.data.labels import CocoLabels
 from fastdiode.data.images import detections_to_original
+from fastdiode.data.labels import CocoLabels
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.files import atomic_write
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from fastdiode.runtime.files import atomic_write
 
 log = logging.getLogger("fastdiode")
-TERMS = ("mimic", "label", "kd", "fitnet", "fgfi", "review", "dicod_cls", "dicod_loc")
 
 
 def _pyplot():
@@ -22,8 +21,10 @@ def _pyplot():
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "",
-                metrics: tuple[str, ...] = ("mAP@.5", "mAP@[.5:.95]"), terms: tuple[str, ...] = TERMS) -> Path | None:
-    """Plot the ``loss`` (and each of ``terms`` when used) and the ``eval`` ``metrics`` of a metrics history."""
+                metrics: tuple[str, ...] = ("mAP@.5", "mAP@[.5:.95]"), terms: tuple[str, ...] | list[str] = ()
+                ) -> Path | None:
+    """Plot the ``loss`` (and each of the logged ``terms`` that is not always 0) and the ``eval`` ``metrics`` of a
+    metrics history."""
     plt = _pyplot()
     if plt is None:
         log.warning("fastdiode: matplotlib is not installed; no %s", path)

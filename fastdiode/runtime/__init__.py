@@ -10,11 +10,12 @@ from fastdiode.runtime.backend import (
     triton_importable,
 )
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, resolve_device
-from fastdiode.runtime.distributed import RunContext, run_context
+from fastdiode.runtime.distributed import RunContext, RunRecord, run_context
 
 __all__ = [
     "BACKENDS",
     "RunContext",
+    "RunRecord",
     "autocast_dtype",
     "compile_enabled",
     "compiled",

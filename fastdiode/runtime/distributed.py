@@ -1,11 +1,11 @@
 """One place for a command's process setup and teardown: the device, and under torchrun the process group
-(nccl on CUDA, gloo on CPU) with each rank on its own GPU."""
+(nccl on CUDA, gloo on CPU) with each rank on its own GPU; and the record of where a run ran, for its summary."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -13,7 +13,22 @@ from fastdiode.runtime.device import resolve_device
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """Where a run ran and what it started from, as its ``summary.json`` records it (the key ``run``)."""
+
+    device: str  # the device in words: the GPU's name, or cpu
+    world: int  # processes (torchrun ranks)
+    backend: str  # the fused ops' backend setting (run.backend)
+    teacher: str = ""  # where the teacher came from: its path, or what stands in for one
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class RunContext:
+    """The device of this process, its rank and the number of ranks: what the engines take whole."""
+
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -22,6 +37,9 @@ class RunContext:
     def device_name(self) -> str:
         """The device in words, for summaries: the GPU's name, or ``cpu``."""
         return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+
+    def record(self, backend: str = "auto", teacher: str = "") -> RunRecord:
+        return RunRecord(self.device_name, self.world, backend, teacher)
 
 
 @contextmanager

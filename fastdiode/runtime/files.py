@@ -1,6 +1,8 @@
-"""Crash-safe file writing: write to a temporary file beside the target, then rename over it."""
+"""Crash-safe files: whole files written to a temporary file beside the target and renamed over it; JSON-lines
+logs appended one line at a time and read back without a torn last line."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,3 +24,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def append_jsonl(path: str | Path, entry: dict) -> None:
+    """Append ``entry`` as one JSON line (flushed): a crash leaves at most a torn last line."""
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The entries of a JSON-lines file (none when it does not exist); a torn line (a crash mid-append) is
+    skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries

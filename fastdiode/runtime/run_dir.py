@@ -1,5 +1,5 @@
-"""A training run's folder, shared by the trainers: created with its config, never overwritten by a new run,
-and its metrics file rewritten from the resumed state (lines written after the last checkpoint are dropped)."""
+"""A training run's folder, shared by the trainers: created with its config and never overwritten by a new run;
+the cadence rule of its logs, evaluations and checkpoints; and the state saved when Ctrl-C stops it."""
 from __future__ import annotations
 
 import json
@@ -26,18 +26,6 @@ def prepare_run_dir(out: str | Path, config: dict, resume: bool, rank: int = 0, 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return out
-
-
-def rewrite_metrics(path: Path, history: list[dict], rank: int = 0) -> None:
-    """metrics.jsonl = the history the state holds: a resumed run drops lines written after its checkpoint."""
-    if rank == 0:
-        atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in history)))
-
-
-def append_metrics(path: Path, entry: dict, rank: int = 0) -> None:
-    if rank == 0:
-        with open(path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
 
 
 def due(step: int, every: int, stop: int) -> bool:

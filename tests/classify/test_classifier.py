@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from fastdiode.models import load, save
 from fastdiode.models.boxes import xywh_to_xyxy
 from fastdiode.models.resnet import ResNet
 from fastdiode.ops.roi_crop import roi_crop_reference
+from fastdiode.runtime import RunContext
 from tests.helpers import TINY_DIGITS
 
 
@@ -98,15 +100,18 @@ def args(crops, out, *extra):
 def test_train_classifier_resumes_exactly(crops, tmp_path):
     def run(out, **kw):
         cfg = load_config(ClassifierConfig, None, args(crops, out))
-        return run_classifier_training(cfg, torch.device("cpu"), progress=False, **kw)
+        return run_classifier_training(cfg, RunContext(torch.device("cpu")), progress=False, **kw)
 
     full = run(tmp_path / "full")
     run(tmp_path / "cut", stop_at=3)
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # written after the checkpoint, then killed
         f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n")
     cut = run(tmp_path / "cut", resume=True)
-    assert cut["final_top1"] == full["final_top1"] and cut["steps"] == 6
-    lines = lambda out: (out / "metrics.jsonl").read_text()  # noqa: E731
+    assert cut["final_eval"] == full["final_eval"] and cut["steps"] == 6 and cut["best_metric"] == "top1"
+    def lines(out):  # the logged values, without the wall-clock throughput
+        return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"}
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
     assert lines(tmp_path / "cut") == lines(tmp_path / "full")
     a, b = load(tmp_path / "full" / "last", kind="classifier"), load(tmp_path / "cut" / "last", kind="classifier")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -124,3 +129,18 @@ def test_train_classifier_cli_and_its_errors(crops, tmp_path, capsys):
     assert "data.train: required" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="loss: ce and focal"):
         load_config(ClassifierConfig, None, args(crops, tmp_path / "x", "loss.ce=0", "loss.focal=0"))
+
+
+def test_classifier_honours_run_precision_and_has_no_backend(crops, tmp_path):
+    """run.precision reaches the ResNet's forward (bf16 autocast on CPU too); run.backend, which nothing of the
+    classifier reads, is not a key of its config."""
+    def losses(out, *extra):
+        cfg = load_config(ClassifierConfig, None, args(crops, out, "train.steps=2", *extra))
+        run_classifier_training(cfg, RunContext(torch.device("cpu")), progress=False)
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in line]
+
+    fp32, bf16 = losses(tmp_path / "fp32"), losses(tmp_path / "bf16", "run.precision=bf16")
+    assert all(math.isfinite(v) for v in bf16) and fp32 != bf16
+    with pytest.raises(ConfigError, match="unknown config key run.backend"):
+        load_config(ClassifierConfig, None, args(crops, tmp_path / "x", "run.backend=torch"))

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastdiode.data.dali_loader import available as dali_available
 from fastdiode.data.batch_plan import BatchPlan
+from fastdiode.data.dali_loader import available as dali_available
+from fastdiode.data.jitter import JitterRanges, colour_matrix
 from fastdiode.data.loader import batches, torch_batches
 from fastdiode.data.scan import scan_dataset
-from fastdiode.data.train_augment import LoaderAugment, colour_matrix
 
 
 def test_plan_shards_the_global_batch_and_is_a_function_of_the_step():
@@ -29,11 +29,11 @@ def test_flip_moves_boxes_with_the_pixels(digits):
     """A box drawn as a bright frame stays on the frame after the loader's flip and letterbox."""
     data = scan_dataset(digits["train"], 10)
     plan = BatchPlan(len(data.items), 8, seed=0, sizes=(96,))
-    flip = LoaderAugment(1.0, 0, 0, 0)
+    flip = JitterRanges(1.0, 0, 0, 0)
     plain, flipped = (next(iter(torch_batches(data, plan, aug, 8, 0, 1, workers=0)))
-                      for aug in (LoaderAugment.off(), flip))
+                      for aug in (JitterRanges.off(), flip))
     for b in range(8):
-        for (c, x, y, w, h), (c2, x2, y2, w2, h2) in zip(plain[1][b].tolist(), flipped[1][b].tolist()):
+        for (c, x, y, w, _), (c2, x2, y2, w2, _) in zip(plain[1][b].tolist(), flipped[1][b].tolist()):
             if c < 0:
                 continue
             assert c2 == c and y2 == pytest.approx(y) and w2 == pytest.approx(w)
@@ -50,7 +50,7 @@ def test_colour_matrix_is_identity_at_rest_and_keeps_grey_grey():
 
 
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
-@pytest.mark.parametrize("aug", [LoaderAugment.off(), LoaderAugment(0.5, 10, 0.5, 0.3)])
+@pytest.mark.parametrize("aug", [JitterRanges.off(), JitterRanges(0.5, 10, 0.5, 0.3)])
 def test_dali_and_torch_pipelines_agree(digits, aug):
     data = scan_dataset(digits["train"], 10)
     plan = BatchPlan(len(data.items), 4, seed=1, sizes=(64, 96), scale_every=1)
@@ -110,10 +110,9 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path):
 
 
 def test_digits_are_deterministic_and_their_boxes_tight(tmp_path, digits):
-    from PIL import Image
 
-    from tests.helpers import TINY_DIGITS
     from fastdiode.data.digits import build_digits
+    from tests.helpers import TINY_DIGITS
 
     again = build_digits(tmp_path / "again", TINY_DIGITS, progress=False)
     for split in ("train", "val", "photos", "noise"):
@@ -167,7 +166,7 @@ def without_dali(monkeypatch):
 def test_auto_loader_falls_back_to_torch_without_dali(digits, without_dali):
     data = scan_dataset(digits["train"], 10)
     plan = BatchPlan(len(data.items), 4, seed=1, sizes=(64,))
-    images, boxes = next(iter(batches("auto", data, plan, LoaderAugment.off(), 8, 0, 1, workers=0)))
+    images, boxes = next(iter(batches("auto", data, plan, JitterRanges.off(), 8, 0, 1, workers=0)))
     assert images.shape == (4, 3, 64, 64) and boxes.shape == (4, 8, 5)
 
 

@@ -11,7 +11,8 @@ from fastdiode.cli import main
 from fastdiode.config import ConfigError, load_config
 from fastdiode.distill import TrainConfig, run_training
 from fastdiode.loading import build_student
-from fastdiode.models import build_model, load, save_darknet_weights
+from fastdiode.models import build_model, load, load_darknet_weights, save_darknet_weights
+from fastdiode.runtime import RunContext
 from tests.helpers import free_port, train_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def train(out, data, *extra, teacher=None, resume=False, stop_at=None, classifie
     cfg = load_config(TrainConfig, None, args)
     t = load(teacher) if teacher else None
     student = build_student(cfg, t)
-    return run_training(cfg, student, t, torch.device("cpu"), [str(i) for i in range(10)], resume=resume,
+    return run_training(cfg, student, t, RunContext(torch.device("cpu")), [str(i) for i in range(10)], resume=resume,
                         progress=False, stop_at=stop_at)
 
 
@@ -91,14 +92,14 @@ def test_distillation_terms_log_train_and_stay_out_of_the_checkpoint(tmp_path, d
                                                                          logged[0]["fitnet"] + 0.01 * logged[0]["fgfi"],
                                                                          rel=1e-4)  # review ramps from 0 at step 0
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
-    assert any(k.startswith("review.abfs") for k in state["adapters"])
+    assert any(k.startswith("terms.review.loss.abfs") for k in state["task"]["adapters"])
     exported = safetensors.torch.load_file(tmp_path / "run" / "last.safetensors")
-    assert set(exported) == set(state["student"])  # the student alone: no adapter in the checkpoint
+    assert set(exported) == set(state["task"]["student"])  # the student alone: no adapter in the checkpoint
 
 
 @pytest.mark.parametrize("override, match", [
     (["loss.review.weight=1", "loss.review.points=fpn"], "loss.review: the student: feature point 'fpn'"),
-    (["loss.fitnet.weight=1", "loss.fitnet.point=backbone[5]"], "loss.fitnet: the student"),
+    (["loss.fitnet.weight=1", "loss.fitnet.points=backbone[5]"], "loss.fitnet: the student"),
     (["loss.fgfi.weight=1", "loss.fgfi.points=backbone"], "loss.fgfi: point 0"),
 ])
 def test_term_errors_come_before_any_step(tmp_path, digits, teacher_path, override, match):
@@ -112,7 +113,7 @@ def test_kd_with_head_layouts_that_differ_is_a_clear_error(tmp_path, digits, tea
                                                     "loss.distill=0", "loss.label=1", "loss.kd.weight=1"))
     student = build_model("yolov3-tiny", num_classes=10, input_size=64)  # heads at strides 32, 16; the teacher's 16, 8
     with pytest.raises(ValueError, match="loss.kd: the student's and the teacher's head maps do not match"):
-        run_training(cfg, student, load(teacher_path), torch.device("cpu"), progress=False)
+        run_training(cfg, student, load(teacher_path), RunContext(torch.device("cpu")), progress=False)
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_a_state(tmp_path, digits):
@@ -129,7 +130,7 @@ def test_teacher_gets_no_gradients(tmp_path, digits, teacher_path):
     cfg = load_config(TrainConfig, None, train_args(tmp_path, digits["train"], f"teacher={teacher_path}"))
     teacher = load(teacher_path)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    trainer = Trainer(cfg, build_student(cfg, teacher), teacher, torch.device("cpu"), [], progress=False)
+    trainer = Trainer(cfg, build_student(cfg, teacher), teacher, RunContext(torch.device("cpu")), [], progress=False)
     trainer.train_step(torch.rand(2, 3, 64, 64), torch.full((2, 4, 5), -1.0))
     assert all(p.grad is None for p in teacher.parameters())
     assert not teacher.training
@@ -220,7 +221,7 @@ def test_dicod_terms_train_without_a_teacher_and_stay_out_of_the_checkpoint(tmp_
                                               rel=1e-4)
     assert set(safetensors.torch.load_file(str(out / "last.safetensors"))) == set(load(out / "last").state_dict())
     state = torch.load(out / "state.pt", weights_only=False)
-    assert not state["adapters"]  # the frozen classifier is neither trained nor saved
+    assert not state["task"]["adapters"]  # the frozen classifier is neither trained nor saved
 
 
 def test_dicod_bad_input_is_one_clear_error(tmp_path, digits, classifier_path, teacher_path):
@@ -240,3 +241,35 @@ def test_dicod_bad_input_is_one_clear_error(tmp_path, digits, classifier_path, t
         train(tmp_path / "e", digits["train"], "loss.dicod_loc.weight=0.1", "loss.dicod_loc.size=0",
               classifier=classifier_path)
     assert not (tmp_path / "b" / "state.pt").exists()
+
+
+def test_fitnet_point_is_read_as_points_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="loss.fitnet.point is deprecated: it is read as loss.fitnet.points"):
+        cfg = load_config(TrainConfig, None, train_args(tmp_path, "x") + ["loss.fitnet.point=backbone[1]"])
+    assert cfg.loss.fitnet.points == "backbone[1]"
+    with pytest.raises(ConfigError, match="loss.fitnet.point: renamed loss.fitnet.points, which is also set"):
+        load_config(TrainConfig, None, train_args(tmp_path, "x") + ["loss.fitnet.point=a", "loss.fitnet.points=b"])
+
+
+def test_every_term_of_the_table_has_its_config_section():
+    """One table drives the config: each term's section exists with the term's own config class."""
+    from fastdiode.distill import TERMS
+    from fastdiode.distill.config import DistillLossConfig
+
+    loss = DistillLossConfig()
+    assert [f for f in vars(loss) if f not in ("distill", "label")] == list(TERMS)
+    for name, term in TERMS.items():
+        assert type(getattr(loss, name)) is term.Config and term.name == name
+    assert loss.terms() == {}
+
+
+def test_dataset_with_other_classes_is_an_error_before_any_step(tmp_path, digits):
+    """An 80-class teacher on a 10-class dataset: one error naming the dataset's file and both counts."""
+    torch.manual_seed(3)
+    weights = save_darknet_weights(build_model("yolo-micro", num_classes=80, width=0.25), tmp_path / "t.weights")
+    cfg = load_config(TrainConfig, None, train_args(tmp_path / "run", digits["train"]) + [
+        f"teacher={weights}", "teacher.model=yolo-micro", "teacher.width=0.25"])
+    teacher = load_darknet_weights(build_model("yolo-micro", num_classes=80, width=0.25), weights)
+    with pytest.raises(ValueError, match=r"data.train: .*annotations.json names 10 classes, but the model has 80"):
+        run_training(cfg, build_student(cfg, teacher), teacher, RunContext(torch.device("cpu")), progress=False)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

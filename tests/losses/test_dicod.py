@@ -96,10 +96,10 @@ def test_localization_distillation_against_a_loop_over_positives():
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     # the gradient reaches the box of a positive, and nothing but the boxes of positives
-    for hi, b, k, a, j, i in pos:
+    for hi, b, _, a, j, i in pos:
         assert got[hi][b, a, j, i, :4].abs().sum() > 0
     mask = torch.zeros_like(got[0][..., 0], dtype=torch.bool)
-    for hi, b, k, a, j, i in pos:
+    for hi, b, _, a, j, i in pos:
         if hi == 0:
             mask[b, a, j, i] = True
     assert got[0][~mask].abs().max() == 0 and got[0][..., 4:].abs().max() == 0
@@ -129,8 +129,11 @@ def test_modules_and_crop_logits():
     assert logits.shape == (2, 3, 4)
     cls_loss = DICODClsLoss(clf)(preds, targets, images, det.heads)
     torch.testing.assert_close(cls_loss, dicod_cls_loss(preds, targets, det.heads, logits, 2.0))
-    assert DICODLocLoss(clf)(preds, targets, images, det.heads) > 0
+    loc = DICODLocLoss(clf)
+    assert loc(preds, targets, images, det.heads) > 0
     assert not any(p.requires_grad for p in clf.parameters()) and not clf.training
+    torch.nn.ModuleList([loc]).train()  # a trainer's .train() on whatever holds the loss
+    assert loc.training and not clf.training  # the frozen classifier's BN keeps its running statistics
 
 
 def test_bad_teacher_logits_shape():

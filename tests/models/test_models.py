@@ -133,3 +133,22 @@ def test_maxpool_skips_only_padding_no_window_reaches(size, stride):
         x = torch.randn(1, 2, n, n + 1)
         padded = nn.functional.pad(x, pool.pad, value=float("-inf")) if pool.pad else x
         assert torch.equal(pool(x), pool.pool(padded)), (size, stride, n)
+
+
+def test_truncated_checkpoint_is_one_clear_error(tmp_path, capsys):
+    from fastdiode.cli import main
+
+    path = save(build_model("yolo-micro", num_classes=3, width=0.25), tmp_path / "micro", ["a", "b", "c"])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"checkpoint {path}: truncated or not a safetensors file"):
+        load(path)
+    assert main(["eval", "--weights", str(path), "--images", str(tmp_path), "--annotations", "x.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"checkpoint {path}: truncated" in err
+    assert main(["invert", f"teacher={path}", f"job.out={tmp_path / 'inv'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "teacher: checkpoint" in err and "truncated" in err
+    (tmp_path / "micro.json").write_text("{")
+    with pytest.raises(ValueError, match="micro.json: truncated or not a JSON file"):
+        load(path)
