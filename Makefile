@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits bench-classifier \
+.PHONY: setup lint test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits bench-classifier \
 	bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
@@ -19,7 +19,11 @@ $(STAMP): setup.py pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
+# The lint (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; pyproject.toml) runs before the tests.
+lint: setup
+	$(PY) -m ruff check fastdiode kernels tests benchmarks setup.py
+
+test: setup lint
 	$(TRITON_MODE) $(PY) -m pytest -n auto -q tests
 
 # DIODE end to end on the digits benchmark (runs/demo/report.md); a second run reuses what the first made.

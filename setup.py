@@ -1,5 +1,5 @@
 """Install fastdiode; the top-level kernels/ folder becomes the subpackage fastdiode.kernels."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="fastdiode",
@@ -8,19 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "fastdiode",
-        "fastdiode.ops",
-        "fastdiode.data",
-        "fastdiode.demo",
-        "fastdiode.distill",
-        "fastdiode.eval",
-        "fastdiode.inversion",
-        "fastdiode.losses",
-        "fastdiode.models",
-        "fastdiode.runtime",
-        "fastdiode.kernels",
-    ],
+    # Every package under fastdiode/ (found, never listed by hand), plus kernels/ installed as fastdiode.kernels.
+    packages=find_packages(include=["fastdiode", "fastdiode.*"]) + ["fastdiode.kernels"],
     package_dir={"fastdiode.kernels": "kernels"},
     package_data={"fastdiode": ["assets/*.yaml", "assets/*.json", "assets/*.safetensors"]},
     install_requires=[
@@ -37,7 +26,7 @@ setup(
         "tidecv",  # TIDE's error breakdown of every evaluation
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval"],
+        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval", "ruff"],
         "dali": ["nvidia-dali-cuda120; platform_system == 'Linux'"],
     },
     entry_points={"console_scripts": ["fastdiode = fastdiode.cli:main"]},

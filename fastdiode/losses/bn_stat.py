@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Union
 
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ from fastdiode.ops.bn_stats import bn_stat_loss
 
 __all__ = ["BNStatLoss", "bn_stat_loss", "cosine_layer_weights"]
 
-LayerSelection = Union[str, Iterable[str], Callable[[str, nn.Module], bool]]
+LayerSelection = str | Iterable[str] | Callable[[str, nn.Module], bool]
 
 
 def _select_layers(model: nn.Module, layers: LayerSelection) -> list[tuple[str, _BatchNorm]]:
@@ -202,7 +201,7 @@ class BNStatLoss(nn.Module):
         self._handles, self._tapped = [], []
         self._values = [None] * len(self._values)
 
-    def __enter__(self) -> "BNStatLoss":
+    def __enter__(self) -> BNStatLoss:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -112,7 +112,19 @@ def _frozen(classifier: nn.Module) -> nn.Module:
     return classifier.eval().requires_grad_(False)
 
 
-class DICODClsLoss(nn.Module):
+class _FrozenClassifierLoss(nn.Module):
+    """A loss holding a frozen classifier: ``.train()`` on the loss (or on a module that holds it) leaves the
+    classifier in eval mode, so its BatchNorm keeps its running statistics."""
+
+    classifier: nn.Module
+
+    def train(self, mode: bool = True) -> _FrozenClassifierLoss:
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+
+class DICODClsLoss(_FrozenClassifierLoss):
     """:func:`dicod_cls_loss` with its frozen classification teacher: ``loss(preds, targets, images, heads)``."""
 
     def __init__(self, classifier: nn.Module, temperature: float = 2.0, iou_t: float = 0.225,
@@ -126,7 +138,7 @@ class DICODClsLoss(nn.Module):
         return dicod_cls_loss(preds, targets, heads, logits, self.temperature, self.iou_t, self.backend)
 
 
-class DICODLocLoss(nn.Module):
+class DICODLocLoss(_FrozenClassifierLoss):
     """:func:`dicod_loc_loss` with its frozen classification teacher's stem: ``loss(preds, targets, images,
     heads)``; crops at the classifier's input size unless ``size`` is given."""
 

@@ -66,13 +66,13 @@ class ReviewKDLoss(nn.Module):
         self.backend = backend
 
     @classmethod
-    def from_features(cls, student: list[torch.Tensor], teacher: list[torch.Tensor], **kwargs) -> "ReviewKDLoss":
+    def from_features(cls, student: list[torch.Tensor], teacher: list[torch.Tensor], **kwargs) -> ReviewKDLoss:
         return cls(_channels(student), _channels(teacher), **kwargs)
 
     def adapt(self, student: list[torch.Tensor]) -> list[torch.Tensor]:
         """The student's levels after review, in the order given."""
         out, residual = [], None
-        for i, (abf, x) in enumerate(zip(self.abfs, student)):
+        for abf, x in zip(self.abfs, student):
             y, residual = abf(x, residual)
             out.append(y)
         return out
@@ -115,7 +115,7 @@ class FitNetLoss(nn.Module):
         self.reg = ConvReg(student_shape, teacher_shape)
 
     @classmethod
-    def from_features(cls, student: torch.Tensor, teacher: torch.Tensor) -> "FitNetLoss":
+    def from_features(cls, student: torch.Tensor, teacher: torch.Tensor) -> FitNetLoss:
         return cls(tuple(student.shape), tuple(teacher.shape))
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -156,7 +156,7 @@ class FGFILoss(nn.Module):
         self.psi = psi
 
     @classmethod
-    def from_features(cls, student: list[torch.Tensor], teacher: list[torch.Tensor], **kwargs) -> "FGFILoss":
+    def from_features(cls, student: list[torch.Tensor], teacher: list[torch.Tensor], **kwargs) -> FGFILoss:
         return cls(_channels(student), _channels(teacher), **kwargs)
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], targets: torch.Tensor,
@@ -170,14 +170,15 @@ class FGFILoss(nn.Module):
 
 
 class DenseKDLoss(nn.Module):
-    """:func:`fastdiode.ops.dense_kd_loss` as a module: KD between YOLO head maps of one layout."""
+    """:func:`fastdiode.ops.dense_kd_loss` as a module: KD between YOLO head maps of one layout (the teacher's
+    maps carry no gradient)."""
 
     def __init__(self, temperature: float = 1.0, backend: str | None = None):
         super().__init__()
         self.temperature, self.backend = temperature, backend
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
-        return dense_kd_loss(student, teacher, self.temperature, self.backend)
+        return dense_kd_loss(student, [t.detach() for t in teacher], self.temperature, self.backend)
 
 
 class KDLoss(nn.Module):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fastdiode.models.darknet import Darknet
@@ -56,7 +57,10 @@ def load_info(path: str | Path, kind: str = "detector") -> dict:
     if not meta.is_file():
         raise FileNotFoundError(f"checkpoint {meta}: no such file (a fastdiode checkpoint is NAME.safetensors "
                                 "+ NAME.json)")
-    info = json.loads(meta.read_text())
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {meta}: truncated or not a JSON file ({e})") from None
     found = info.get("format")
     if found != f"fastdiode-{kind}/1":
         other = next((k for k in KINDS if found == f"fastdiode-{k}/1"), None)
@@ -79,7 +83,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", kind: str =
                          f"(known: {', '.join(ARCHITECTURES)}); register it with "
                          "fastdiode.models.checkpoint.register_architecture")
     model = ARCHITECTURES[kind](info, info["input_size"])
-    state = load_file(str(weights), device=str(map_location))
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except SafetensorError as e:
+        raise ValueError(f"checkpoint {weights}: truncated or not a safetensors file ({e})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {weights} does not match its JSON's layers: missing {missing[:3]}, "

@@ -197,7 +197,7 @@ class Darknet(nn.Module):
                 "strides": [h.stride for h in self.heads], "layers": self.layer_specs}
 
     @classmethod
-    def from_checkpoint_spec(cls, spec: dict, input_size: int) -> "Darknet":
+    def from_checkpoint_spec(cls, spec: dict, input_size: int) -> Darknet:
         return cls(spec["layers"], input_size=input_size, name=spec["name"])
 
     def backbone_layers(self) -> int:

@@ -70,5 +70,5 @@ class ResNet(nn.Module):
         return {"architecture": "resnet", "name": self.name, "width": self.width, "depths": list(self.depths)}
 
     @classmethod
-    def from_checkpoint_spec(cls, info: dict, input_size: int) -> "ResNet":
+    def from_checkpoint_spec(cls, info: dict, input_size: int) -> ResNet:
         return cls(info["num_classes"], info["width"], tuple(info["depths"]), input_size, info.get("name", "resnet"))

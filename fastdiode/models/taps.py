@@ -66,7 +66,7 @@ class FeatureTaps:
         self._handles = []
         self.clear()
 
-    def __enter__(self) -> "FeatureTaps":
+    def __enter__(self) -> FeatureTaps:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from fastdiode.models.boxes import generalized_iou, xywh_to_xyxy
-from fastdiode.models.yolo_assign import assign_targets
 from fastdiode.models.heads import HasYoloHeads
+from fastdiode.models.yolo_assign import assign_targets
 from fastdiode.ops.tensor_checks import upcast
 
 __all__ = ["yolo_loss"]

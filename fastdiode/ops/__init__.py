@@ -1,9 +1,9 @@
 """Fused ops: for each, the torch reference (the spec), the autograd.Function over the Triton kernels,
 and a dispatcher that picks the backend (see :mod:`fastdiode.runtime.backend`)."""
-from fastdiode.ops.augment import gather_affine_mask, gather_affine_mask_reference
 from fastdiode.ops.bn_act_stats import BNActMoments, bn_act_stat_loss, bn_act_stat_loss_reference
 from fastdiode.ops.bn_stats import BNMoments, bn_stat_loss, bn_stat_loss_reference
 from fastdiode.ops.frozen_conv import frozen_conv2d
+from fastdiode.ops.gather_affine import gather_affine_mask, gather_affine_mask_reference
 from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
 from fastdiode.ops.kd import dense_kd_loss, dense_kd_loss_reference, kd_loss, kd_loss_reference
 from fastdiode.ops.roi_crop import roi_crop, roi_crop_reference

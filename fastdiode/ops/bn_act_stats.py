@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastdiode.ops.tensor_checks import require_float, upcast
 from fastdiode.ops.bn_stats import (
     as_ncs,
     bn_stat_loss_reference,
@@ -20,6 +19,7 @@ from fastdiode.ops.bn_stats import (
     loss_from_moments,
     shifted_moment_sums,
 )
+from fastdiode.ops.tensor_checks import require_float, upcast
 from fastdiode.runtime.backend import compiled, resolve_backend
 
 

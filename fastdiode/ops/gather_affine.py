@@ -127,7 +127,7 @@ def _gather_triton(
     erase: torch.Tensor,
     adjoint: bool,
 ) -> torch.Tensor:
-    from fastdiode.kernels.augment import gather_affine_mask as launch
+    from fastdiode.kernels.gather_affine import gather_affine_mask as launch
 
     return launch(x, shift_y, shift_x, flip, gain, bias, erase, adjoint)
 

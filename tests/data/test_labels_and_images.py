@@ -3,8 +3,18 @@ import json
 import pytest
 import torch
 
-from fastdiode.data import (CocoLabels, boxes_to_canvas, coco_dict, detections_to_original, letterbox, read_image,
-                            read_yolo_labels, write_coco_json, write_png, write_yolo_labels)
+from fastdiode.data import (
+    CocoLabels,
+    boxes_to_canvas,
+    coco_dict,
+    detections_to_original,
+    letterbox,
+    read_image,
+    read_yolo_labels,
+    write_coco_json,
+    write_png,
+    write_yolo_labels,
+)
 from fastdiode.data.dataset import DetectionDataset, collate
 
 BOXES = torch.tensor([[0.0, 0.5, 0.5, 0.2, 0.4], [3.0, 0.25, 0.75, 0.1, 0.1], [-1.0, 0, 0, 0, 0]])

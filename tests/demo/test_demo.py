@@ -15,11 +15,11 @@ MINI = ["data={train: 48, val: 24, proxy: 24, size: 96, seed: 0}", "inversion.st
 @pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
 def test_shipped_teacher_scores_on_the_digits_val_set(tmp_path):
     """The packaged checkpoint loads and scores >= 0.90 mAP@0.5 on a fixed 120-image validation subset."""
+    import torch
+
     from fastdiode.data.digits import DigitsSpec, build_digits
     from fastdiode.demo.run import evaluate_teacher
     from fastdiode.models import load, load_info
-
-    import torch
 
     paths = build_digits(tmp_path, DigitsSpec(train=0, val=120, proxy=0), progress=False)
     teacher = load(SHIPPED_TEACHER)

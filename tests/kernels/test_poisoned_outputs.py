@@ -41,7 +41,7 @@ def test_tv_grad_writes_everything():
 
 
 def test_augment_writes_everything():
-    from fastdiode.kernels.augment import gather_affine_mask
+    from fastdiode.kernels.gather_affine import gather_affine_mask
 
     x = torch.randn(2, 3, 19, 5, device=DEVICE)
     b = x.shape[0]

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference, pool_weights
-from tests.helpers import DEVICE, TOLERANCES, assert_close
+from tests.helpers import DEVICE, assert_close
 
 
 def levels(shapes, dtype, channels_last=False, seed=0):
