@@ -30,7 +30,7 @@ test: setup lint
 demo: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo
 
-# The full digits benchmark (benchmarks/results/bench_digits.md).
+# The full digits benchmark (benchmarks/results/bench_digits/), then its YOLOv8 rows (benchmarks/results/bench_digits_v8/).
 bench-digits: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits.yaml
 	mkdir -p benchmarks/results/bench_digits/synth/diode
@@ -38,6 +38,11 @@ bench-digits: setup
 	   runs/bench_digits/teacher_on_synth.png benchmarks/results/bench_digits/
 	cp runs/bench_digits/synth/diode/preview.png benchmarks/results/bench_digits/synth/diode/
 	$(PY) benchmarks/diagnose_digits.py runs/bench_digits benchmarks/results/bench_digits
+	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits_v8.yaml
+	mkdir -p benchmarks/results/bench_digits_v8/synth/diode
+	cp runs/bench_digits_v8/report.md runs/bench_digits_v8/results.json runs/bench_digits_v8/curves.png \
+	   runs/bench_digits_v8/teacher_on_synth.png benchmarks/results/bench_digits_v8/
+	cp runs/bench_digits_v8/synth/diode/preview.png benchmarks/results/bench_digits_v8/synth/diode/
 
 # Feature and logit distillation on the digits (benchmarks/results/bench_kd/).
 bench-kd: setup

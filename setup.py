@@ -11,7 +11,8 @@ setup(
     # Every package under fastdiode/ (found, never listed by hand), plus kernels/ installed as fastdiode.kernels.
     packages=find_packages(include=["fastdiode", "fastdiode.*"]) + ["fastdiode.kernels"],
     package_dir={"fastdiode.kernels": "kernels"},
-    package_data={"fastdiode": ["assets/*.yaml", "assets/*.json", "assets/*.safetensors"]},
+    package_data={"fastdiode": ["assets/*.yaml", "assets/*.json", "assets/*.safetensors",
+                                "models/descriptions/*.yaml"]},
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",

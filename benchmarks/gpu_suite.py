@@ -191,13 +191,15 @@ def roi_crop_timings(device, smoke: bool, add) -> None:
 DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the floor of method.md §10
 
 
-def model_timings(device, smoke: bool) -> list[dict]:
-    """YOLOv3-SPP fwd + input gradient (teacher frozen) at the paper's stage shapes, bf16 channels_last,
-    eager and torch.compile'd, against the conv floor 2 x forward FLOPs / dense bf16 peak."""
+def model_timings(device, smoke: bool, name: str | None = None, shapes: list | None = None) -> list[dict]:
+    """A detector's fwd + input gradient (teacher frozen), bf16 channels_last, eager and torch.compile'd, against
+    the conv floor 2 x forward FLOPs / dense bf16 peak: by default YOLOv3-SPP at the paper's stage shapes."""
     from fastdiode.models import build_model
     from fastdiode.models.flops import conv_flops
 
-    name, shapes = ("yolo-micro", [(32, 4), (64, 2)]) if smoke else ("yolov3-spp", [(160, 256), (320, 96), (416, 48)])
+    if name is None:
+        name, shapes = ("yolo-micro", [(32, 4), (64, 2)]) if smoke else \
+            ("yolov3-spp", [(160, 256), (320, 96), (416, 48)])
     rows = []
     for size, batch in shapes:
         model = build_model(name).eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
@@ -243,6 +245,30 @@ def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int
     return seconds, peak
 
 
+def anchor_free_timings(device, smoke: bool, compile_teacher: bool) -> dict:
+    """YOLOv8s (random weights and BN statistics): fwd + input gradient at 320^2 x 32, bf16 channels_last, and
+    fastdiode's inversion step at that shape (CUDA graph, bf16)."""
+    from fastdiode.config import load_config
+    from fastdiode.inversion import InversionConfig, one_box_targets
+
+    name, size, batch = ("yolov8-micro", 32, 2) if smoke else ("yolov8s", 320, 32)
+    rows = model_timings(device, smoke, name, [(size, batch)])
+    targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
+    cfg = load_config(InversionConfig, None, inversion_overrides(size, batch, 2 if smoke else 20, compile_teacher))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    seconds, peak = fastdiode_seconds(cfg, name, targets, device, sync)
+    return {"model_rows": rows, "inversion": {"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": seconds,
+                                              "images/s (step only)": batch / seconds, "peak GiB": peak / 2**30}}
+
+
+def inversion_overrides(size: int, batch: int, iterations: int, compile_teacher: bool) -> list[str]:
+    """One stage of ``iterations`` at ``size`` px with ``batch`` images, the paper's first-stage optimiser."""
+    return [f"stages.resolution=[{size}]", f"stages.batch_size=[{batch}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
+            f"stages.iterations=[{iterations}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
+            "loss.first_bn_coef=[2]", f"augment.jitter=[{size // 8}]", "fp.enabled=false", "job.log_every=50",
+            f"run.compile={str(compile_teacher).lower()}"]
+
+
 def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     """Seconds per iteration of fastdiode's step (with its CUDA graph, and without) and of the reference DIODE
     loop (same random YOLOv3-SPP, same shapes), peak memory, and images per GPU-hour over the paper's full
@@ -260,11 +286,7 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     rows = []
     for size, batch in shapes:
         targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
-        overrides = [
-            f"stages.resolution=[{size}]", f"stages.batch_size=[{batch}]", "stages.lr=[0.2]", "stages.lr_min=[0]",
-            f"stages.iterations=[{iterations if smoke else 20}]", "stages.warmup=[0]", "stages.betas=[[0,0]]",
-            "loss.first_bn_coef=[2]", f"augment.jitter=[{size // 8}]", "fp.enabled=false", "job.log_every=50",
-            f"run.compile={str(compile_teacher).lower()}"]
+        overrides = inversion_overrides(size, batch, iterations if smoke else 20, compile_teacher)
         cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)
@@ -395,6 +417,15 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"Images per GPU-hour over the paper's schedule (2500/1500/1000 iterations at 160/320/416): "
                   f"fastdiode {inv['images per GPU-hour (paper schedule)']:.0f} (target >= 3000 on an H100), "
                   f"reference loop {inv['reference images per GPU-hour']:.0f}."]
+    anchor_free = result.get("anchor_free")
+    if anchor_free:
+        inv = anchor_free["inversion"]
+        lines += ["", "## YOLOv8 (anchor-free): fwd + input gradient, and the inversion step (bf16)", "",
+                  "| case | ms | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['ms']:.2f} | {r['floor ms']:.2f} | {r['% of floor']:.0f}% | "
+                  f"{r['images/s']:.0f} | {r['peak GiB']:.1f} |" for r in anchor_free["model_rows"]]
+        lines += [f"| inversion step, {inv['name']} | {1e3 * inv['fastdiode s/it']:.2f} | | | "
+                  f"{inv['images/s (step only)']:.0f} (step only) | {inv['peak GiB']:.1f} |"]
     dist = result.get("distill")
     if dist:
         lines += ["", f"## Distillation student step ({dist['shape']}, bf16, Adam) and loader", "",
@@ -432,6 +463,7 @@ def main() -> None:
     result["model_rows"] = model_timings(device, args.smoke)
     result["inversion"] = inversion_timings(device, args.smoke, args.compile)
     result["distill"] = distill_timings(device, args.smoke)
+    result["anchor_free"] = anchor_free_timings(device, args.smoke, args.compile)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""

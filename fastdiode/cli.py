@@ -1,8 +1,9 @@
 """The ``fastdiode`` command line: it parses arguments and calls the engines, nothing more. Subcommands:
 ``invert`` (synthesize a detection dataset from a teacher), ``distill`` (train a student by mimicking a
 teacher), ``train`` (train a detector on labels), all also under torchrun, ``eval`` (COCO mAP of a detector on
-an image folder), ``data`` (build the digits benchmark's data; cut object crops), ``train-classifier`` (DICOD's
-crop classifier) and ``demo`` (the digits benchmark)."""
+an image folder), ``convert`` (an ultralytics or darknet detector as a fastdiode checkpoint), ``data`` (build the
+digits benchmark's data; cut object crops), ``train-classifier`` (DICOD's crop classifier) and ``demo`` (the
+digits benchmark)."""
 from __future__ import annotations
 
 import argparse
@@ -135,6 +136,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fastdiode.loading import load_detector
+    from fastdiode.models import save
+
+    model = load_detector(args.weights, args.model, args.cfg, args.classes)
+    path = save(model, args.out, getattr(model, "class_names", None), converted_from=str(args.weights))
+    print(f"fastdiode convert: {model.name}, {model.num_classes} classes, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters -> {path} (+ .json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdiode", description="Fast data-free distillation of detectors (DIODE)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. distill.train.steps=300")
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")
-    ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors) or darknet .weights")
+    ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors), darknet .weights or "
+                    "ultralytics detection checkpoint (.pt)")
     ev.add_argument("--model", help="built-in architecture of a darknet .weights file (yolov3, yolov3-spp, ...)")
     ev.add_argument("--cfg", help="darknet .cfg of a darknet .weights file")
     ev.add_argument("--classes", type=int, default=None, help="classes of --model (default 80, COCO)")
@@ -193,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ev.add_argument("--out", help="folder for detections.json, metrics.json and metrics.txt")
     ev.set_defaults(func=cmd_eval)
+    conv = sub.add_parser("convert", help="write a detector (an ultralytics .pt, darknet .weights, ...) as a fastdiode "
+                                          "checkpoint (safetensors + json)")
+    conv.add_argument("weights", help="ultralytics detection checkpoint (.pt; read without running code from it), "
+                                      "darknet .weights (with --model or --cfg) or fastdiode checkpoint")
+    conv.add_argument("--out", required=True, help="output path stem: OUT.safetensors and OUT.json")
+    conv.add_argument("--model", help="built-in architecture of a darknet .weights file")
+    conv.add_argument("--cfg", help="darknet .cfg of a darknet .weights file")
+    conv.add_argument("--classes", type=int, default=None, help="classes of --model (default 80)")
+    conv.set_defaults(func=cmd_convert)
     return parser
 
 

@@ -9,13 +9,15 @@ import torch
 
 from fastdiode import models
 from fastdiode.config import TeacherConfig
-from fastdiode.models.darknet import Darknet
+from fastdiode.models.detector import Detector
+from fastdiode.models.ultra import NAME as ULTRA_NAME
+from fastdiode.models.ultralytics_checkpoint import load_ultralytics
 
 COCO_CLASSES = 80  # a darknet .weights file without a stated class count is taken as COCO's
 
 
 def build_detector(model: str | None, darknet_cfg: str | None, num_classes: int = COCO_CLASSES,
-                   width: float | None = None, depth: int | None = None, **kwargs) -> Darknet:
+                   width: float | None = None, depth: int | None = None, **kwargs) -> Detector:
     """A built-in architecture (``width``/``depth`` scale yolo-micro) or one from a darknet ``.cfg`` file."""
     if darknet_cfg:
         return models.from_cfg(darknet_cfg)
@@ -24,10 +26,19 @@ def build_detector(model: str | None, darknet_cfg: str | None, num_classes: int 
 
 
 def load_detector(weights: str | Path, model: str | None = None, darknet_cfg: str | None = None,
-                  num_classes: int | None = None, width: float | None = None, depth: int | None = None) -> Darknet:
-    """A fastdiode checkpoint (NAME.safetensors + NAME.json), or a darknet .weights file with the built-in
-    ``model`` or the darknet ``.cfg`` file it belongs to."""
+                  num_classes: int | None = None, width: float | None = None, depth: int | None = None) -> Detector:
+    """A fastdiode checkpoint (NAME.safetensors + NAME.json), a darknet .weights file with the built-in ``model`` or
+    the darknet ``.cfg`` file it belongs to, or an ultralytics detection checkpoint (``.pt``, read without
+    ultralytics and without running code from the file: :mod:`fastdiode.models.ultralytics_checkpoint`)."""
     path = Path(weights)
+    if path.suffix == ".pt":
+        if model or darknet_cfg:
+            raise ValueError(f"--weights {path}: an ultralytics checkpoint carries its own architecture; drop "
+                             "--model/--cfg")
+        net = load_ultralytics(path)
+        if num_classes is not None and net.num_classes != num_classes:
+            raise ValueError(f"{path}: {net.num_classes} classes, but {num_classes} were asked for")
+        return net
     if path.suffix == ".weights":
         if (model is None) == (darknet_cfg is None):
             raise ValueError(f"--weights {path}: a darknet .weights file needs exactly one of --model or --cfg")
@@ -42,7 +53,7 @@ def load_detector(weights: str | Path, model: str | None = None, darknet_cfg: st
 
 
 def randomized_detector(model: str | None, darknet_cfg: str | None, num_classes: int = COCO_CLASSES,
-                        seed: int = 0, width: float | None = None, depth: int | None = None) -> Darknet:
+                        seed: int = 0, width: float | None = None, depth: int | None = None) -> Detector:
     """A detector with random weights and random BN statistics: for benchmarking speed only."""
     torch.manual_seed(seed)
     net = build_detector(model, darknet_cfg, num_classes, width, depth)
@@ -57,7 +68,7 @@ def randomized_detector(model: str | None, darknet_cfg: str | None, num_classes:
 class LoadedTeacher:
     """A teacher as a ``teacher`` config section names it: the model, its class names and where it came from."""
 
-    model: Darknet
+    model: Detector
     class_names: list[str]
     source: str  # the weights' path, or what stands in for one (random weights)
 
@@ -85,7 +96,7 @@ def load_teacher(teacher: TeacherConfig) -> LoadedTeacher:
     return LoadedTeacher(net, names, source)
 
 
-def build_student(train_config, teacher: Darknet | None) -> Darknet:
+def build_student(train_config, teacher: Detector | None) -> Detector:
     """The student of a training config (its ``student`` section), initialised from ``train.seed``. A
     distillation student takes the teacher's classes and anchors unless the config sets them, so the head layouts
     match."""
@@ -95,10 +106,15 @@ def build_student(train_config, teacher: Darknet | None) -> Darknet:
         return models.load(sc.init)
     if sc.cfg:
         return models.from_cfg(sc.cfg)
+    classes = teacher.num_classes if teacher is not None else sc.num_classes
+    if ULTRA_NAME.match(sc.model):  # anchor-free: no anchors to share
+        if sc.anchors or sc.width is not None or sc.depth is not None:
+            raise ValueError(f"student: {sc.model} is anchor-free and scaled by its name; drop student.anchors, "
+                             "student.width and student.depth")
+        return models.build_model(sc.model, classes, input_size=train_config.train.img_size)
     anchors = sc.anchors
     if anchors is None and teacher is not None and hasattr(teacher, "layer_specs"):
         anchors = next(spec["anchors"] for spec in teacher.layer_specs if spec["type"] == "yolo")
-    classes = teacher.num_classes if teacher is not None else sc.num_classes
     return build_detector(sc.model, None, classes, sc.width, sc.depth, anchors=anchors,
                           input_size=train_config.train.img_size)
 

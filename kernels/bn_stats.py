@@ -5,10 +5,10 @@ Forward is a deterministic two-stage reduction: each program sums (x - shift) an
 a tile of S and a chunk of N and writes one partial row; the partial rows are summed afterwards (no atomics).
 Backward writes dx = gm[c] + beta[c] * (x - mu[c]): one read of x, one write of dx.
 
-The BN+activation variants fold the eval-mode BatchNorm and a leaky ReLU into the same passes: forward also
-writes y = leaky(scale * x + bias) from the x it reads, and backward adds the activation's and BN's gradient
-gy * scale * leaky'(scale * x + bias), so a Conv-BN-LeakyReLU block costs one read of the conv output in each
-direction for its activation and its statistics together.
+The BN+activation variants fold the eval-mode BatchNorm and the activation (a leaky ReLU of any slope, or SiLU)
+into the same passes: forward also writes y = act(scale * x + bias) from the x it reads, and backward adds the
+activation's and BN's gradient gy * scale * act'(scale * x + bias), so a Conv-BN-activation block costs one read of
+the conv output in each direction for its activation and its statistics together.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _moments_partial_kernel(
     y_ptr, scale_ptr, bias_ptr, slope,
     N, C, S, n_per_prog,
     stride_n, stride_c, stride_s, sy_n, sy_c, sy_s,
-    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, WRITE_Y: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, WRITE_Y: tl.constexpr, SILU: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -48,7 +48,10 @@ def _moments_partial_kernel(
         d = tl.where(mask, v - shift[None, :], 0.0)
         if WRITE_Y:
             z = v * scale[None, :] + bias[None, :]
-            z = tl.where(z > 0, z, z * slope)
+            if SILU:
+                z = z * tl.sigmoid(z)
+            else:
+                z = tl.where(z > 0, z, z * slope)
             tl.store(y_ptr + (n_start + i) * sy_n + y_offs, z.to(y_ptr.dtype.element_ty), mask=mask)
         acc += d
         acc_sq += d * d
@@ -63,7 +66,7 @@ def _affine_grad_kernel(
     gy_ptr, scale_ptr, bias_ptr, slope,
     C, S,
     sx_n, sx_c, sx_s, sd_n, sd_c, sd_s, sg_n, sg_c, sg_s,
-    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, HAS_GY: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, HAS_GY: tl.constexpr, SILU: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -84,7 +87,12 @@ def _affine_grad_kernel(
         bias = tl.load(bias_ptr + c, mask=cmask, other=0.0)
         gy = tl.load(gy_ptr + n * sg_n + s[:, None] * sg_s + c64[None, :] * sg_c, mask=mask, other=0.0)
         z = x * scale[None, :] + bias[None, :]
-        dx += gy.to(tl.float32) * scale[None, :] * tl.where(z > 0, 1.0, slope)
+        if SILU:
+            sig = tl.sigmoid(z)
+            act_grad = sig * (1.0 + z * (1.0 - sig))
+        else:
+            act_grad = tl.where(z > 0, 1.0, slope)
+        dx += gy.to(tl.float32) * scale[None, :] * act_grad
     tl.store(dx_ptr + n * sd_n + s[:, None] * sd_s + c64[None, :] * sd_c,
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -101,11 +109,12 @@ def _tiles(C: int, S: int, stride_c: int) -> tuple[int, int]:
 def moments(x: torch.Tensor, shift: torch.Tensor, act: tuple | None = None,
             target_programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (mean(x) - shift, biased var(x)) in fp32 for x of shape (N, C, S). With ``act`` =
-    (y, scale, bias, slope), y (x's shape) is also written with leaky(scale * x + bias) in the same pass."""
+    (y, scale, bias, slope, silu), y (x's shape) is also written with act(scale * x + bias) in the same pass: SiLU
+    when ``silu``, else a leaky ReLU of negative slope ``slope``."""
     check_float(x, "x")
     N, C, S = x.shape
     shift = shift.to(device=x.device, dtype=torch.float32).contiguous()
-    y, scale, bias, slope = act if act is not None else (x, shift, shift, 0.0)
+    y, scale, bias, slope, silu = act if act is not None else (x, shift, shift, 0.0, False)
     block_s, block_c = _tiles(C, S, x.stride(1))
     grid_s, grid_c = triton.cdiv(S, block_s), triton.cdiv(C, block_c)
     n_chunks = max(1, min(N, target_programs // max(grid_s * grid_c, 1)))
@@ -116,7 +125,7 @@ def moments(x: torch.Tensor, shift: torch.Tensor, act: tuple | None = None,
     _moments_partial_kernel[(grid_s, grid_c, n_chunks)](
         x, shift, psum, psq, y, scale.float().contiguous(), bias.float().contiguous(), float(slope),
         N, C, S, n_per_prog, x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2),
-        BLOCK_S=block_s, BLOCK_C=block_c, WRITE_Y=act is not None,
+        BLOCK_S=block_s, BLOCK_C=block_c, WRITE_Y=act is not None, SILU=bool(silu),
     )
     count = N * S
     dmean = psum.sum(0) / count
@@ -126,12 +135,13 @@ def moments(x: torch.Tensor, shift: torch.Tensor, act: tuple | None = None,
 
 def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch.Tensor,
                 act: tuple | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); with ``act`` = (gy, scale, bias, slope)
-    also + gy * scale * leaky'(scale * x + bias). dx has x's dtype and strides (or is written into ``out``)."""
+    """dx = gm[c] + beta[c] * (x - mu[c]) for x of shape (N, C, S); with ``act`` = (gy, scale, bias, slope, silu)
+    also + gy * scale * act'(scale * x + bias) (SiLU or leaky ReLU, as in :func:`moments`). dx has x's dtype and
+    strides (or is written into ``out``)."""
     check_float(x, "x")
     N, C, S = x.shape
     dx = torch.empty_like(x) if out is None else out
-    gy, scale, bias, slope = act if act is not None else (x, gm, gm, 0.0)
+    gy, scale, bias, slope, silu = act if act is not None else (x, gm, gm, 0.0, False)
     block_s, block_c = _tiles(C, S, x.stride(1))
     grid = (triton.cdiv(S, block_s), triton.cdiv(C, block_c), N)
     _affine_grad_kernel[grid](
@@ -139,6 +149,6 @@ def affine_grad(x: torch.Tensor, gm: torch.Tensor, beta: torch.Tensor, mu: torch
         gy, scale.float().contiguous(), bias.float().contiguous(), float(slope), C, S,
         x.stride(0), x.stride(1), x.stride(2), dx.stride(0), dx.stride(1), dx.stride(2),
         gy.stride(0), gy.stride(1), gy.stride(2),
-        BLOCK_S=block_s, BLOCK_C=block_c, HAS_GY=act is not None,
+        BLOCK_S=block_s, BLOCK_C=block_c, HAS_GY=act is not None, SILU=bool(silu),
     )
     return dx

@@ -43,6 +43,7 @@ def test_wheel_installs_every_package_and_subcommand(tmp_path):
     where = run(python, "-c", "import fastdiode, fastdiode.classify, fastdiode.kernels, fastdiode.training, "
                 "fastdiode.distill.terms, fastdiode.demo.run; from pathlib import Path; "
                 "import fastdiode.demo.config as d; assert d.DEFAULT_CONFIG.is_file() and d.SHIPPED_TEACHER.is_file(); "
+                "from fastdiode.models import build_model; build_model('yolo11n'); "
                 "print(Path(fastdiode.__file__).parent, Path(fastdiode.kernels.__file__).parent)", cwd=tmp_path)
     package, kernels = where.split()
     assert Path(package).is_relative_to(venv) and Path(kernels) == Path(package) / "kernels"

@@ -13,7 +13,8 @@ from fastdiode.models import build_model, save
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "fastdiode" / "assets" / "demo_digits.yaml"]
 KINDS = {"diode_yolov3_coco": "invert", "diode_reference_code": "invert", "distill_yolov3_coco": "distill",
-         "teacher_digits": "train", "bench_digits": "demo", "demo_digits": "demo", "bench_kd": "demo",
+         "teacher_digits": "train", "teacher_digits_v8": "train", "bench_digits": "demo",
+         "bench_digits_v8": "demo", "demo_digits": "demo", "bench_kd": "demo",
          "bench_dicod": "demo", "classifier_digits": "train-classifier"}
 
 
@@ -50,8 +51,9 @@ TRAIN = ["train.steps=2", "train.batch_size=2", "train.img_size=64", "train.eval
 
 
 @pytest.mark.slow
-def test_teacher_digits_config_runs(digits, tmp_path):
-    assert main(["train", "--config", str(ROOT / "configs" / "teacher_digits.yaml"), f"data.train={digits['train']}",
+@pytest.mark.parametrize("name", [k for k, v in KINDS.items() if v == "train"])
+def test_teacher_digits_config_runs(name, digits, tmp_path):
+    assert main(["train", "--config", str(ROOT / "configs" / f"{name}.yaml"), f"data.train={digits['train']}",
                  f"data.val={digits['val']}", f"train.out={tmp_path}", *TRAIN]) == 0
     assert (tmp_path / "summary.json").is_file()
 

@@ -37,7 +37,6 @@ class DistillTerms(nn.Module):
             spec = cls.points(configs[name])
             if spec is not None:
                 self.points[name] = (_resolve(student, spec, name, "student"), _resolve(teacher, spec, name, "teacher"))
-        self._heads = tuple(getattr(student, "heads", None) or ())  # not submodules: the student's own
         self._taps: tuple[FeatureTaps, FeatureTaps] | None = None
         classifier = classifier.to(device) if classifier is not None else None
         base = TermSources(student, teacher, classifier, class_names, size, device, backend)
@@ -90,11 +89,10 @@ class DistillTerms(nn.Module):
     def forward(self, images: torch.Tensor, targets: torch.Tensor, student_preds: list[torch.Tensor],
                 teacher_preds: list[torch.Tensor] | None) -> torch.Tensor:
         student, teacher = self._features()
-        heads = list(self._heads) or None
         values = []
         for name, term in self.terms.items():
             s_names, t_names = self.points.get(name, ((), ()))
-            batch = TermBatch(images, targets, student_preds, teacher_preds, heads, [student[n] for n in s_names],
+            batch = TermBatch(images, targets, student_preds, teacher_preds, [student[n] for n in s_names],
                               [teacher[n] for n in t_names])
             values.append(term(batch).float())
         return torch.stack(values)

@@ -31,6 +31,7 @@ from fastdiode.distill.term_set import DistillTerms
 from fastdiode.distill.terms import TERMS
 from fastdiode.loading import load_classifier
 from fastdiode.losses import mimic_loss
+from fastdiode.losses.mimic import check_head_layouts
 from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
@@ -70,6 +71,8 @@ class Trainer:
         self.teacher = None
         if teacher is not None:
             self.teacher = teacher.to(device, memory_format=self.fmt).eval().requires_grad_(False)
+        if self.teacher is not None and self.weights[0] > 0:
+            self._check_mimic(cfg.train.img_size)
         self.terms = self.terms_ddp = None
         if cfg.loss.terms():
             self.terms = DistillTerms(cfg.loss.terms(), self.student, self.teacher, classifier, class_names,
@@ -88,6 +91,14 @@ class Trainer:
         self.loop = StepLoop(self, cfg.train, cfg.optim, ctx, config_hash(cfg), record, progress)
         log.info("fastdiode %s: %s student on %s x %d, %s, %s", self.title, student.name, device, ctx.world,
                  precision_name(self.autocast), "compiled" if use_compile else "eager")
+
+    def _check_mimic(self, size: int) -> None:
+        """Mimic compares raw head maps: their layouts must agree (checked on a probe, before any step)."""
+        probe = torch.zeros(1, 3, size, size, device=self.ctx.device)
+        was = self.student.training
+        with torch.no_grad():
+            check_head_layouts(self.student.eval()(probe), self.teacher(probe))
+        self.student.train(was)
 
     # ---- what the step loop asks of a task ------------------------------------------------------------------
     @property

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fastdiode.ops.bn_act_stats import bn_act_stat_loss
+from fastdiode.ops.bn_act_stats import bn_act_stat_loss, fused_activation
 from fastdiode.ops.bn_stats import bn_stat_loss
 
 __all__ = ["BNStatLoss", "bn_stat_loss", "cosine_layer_weights"]
@@ -62,11 +62,11 @@ def _select_layers(model: nn.Module, layers: LayerSelection) -> list[tuple[str, 
 
 
 def _tap_blocks(model: nn.Module) -> dict[int, nn.Module]:
-    """id(bn) -> the block that owns ``bn`` and can fuse it: it has ``stat_tap``, ``bn``, ``act`` and an
-    ``act_slope`` that is not None (a leaky ReLU, ReLU or linear activation)."""
+    """id(bn) -> the block that owns ``bn`` and can fuse it: it has ``stat_tap``, ``bn`` and an ``act`` the fused op
+    implements (a leaky ReLU, ReLU, identity or SiLU: :func:`fastdiode.ops.bn_act_stats.fused_activation`)."""
     return {id(m.bn): m for m in model.modules()
-            if hasattr(m, "stat_tap") and getattr(m, "bn", None) is not None and getattr(m, "act_slope", None)
-            is not None}
+            if hasattr(m, "stat_tap") and getattr(m, "bn", None) is not None
+            and fused_activation(getattr(m, "act", None)) is not None}
 
 
 def cosine_layer_weights(step: int | torch.Tensor, total_steps: int, num_layers: int,
@@ -159,9 +159,10 @@ class BNStatLoss(nn.Module):
             if bn.training or not frozen or watched:
                 hook(bn, (x,))
                 return block.act(bn(x))
+            activation, slope = fused_activation(block.act)
             y, self._values[index] = bn_act_stat_loss(
-                x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, block.act_slope, self.p,
-                self.alpha_mean, self.alpha_var, self.backend
+                x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, slope, self.p,
+                self.alpha_mean, self.alpha_var, self.backend, activation
             )
             return y
 

@@ -2,9 +2,12 @@
 one-stage YOLO detectors: a classification teacher, trained on object crops, teaches the detector's positive
 anchors their classes and their boxes.
 
-Both losses read the positives from the YOLO loss's own target assignment
-(:func:`fastdiode.models.yolo_assign.assign_targets`), every (image, target, anchor) candidate computed and
-masked, so shapes never depend on the data and nothing syncs with the host.
+Both losses read the positives from the detector loss's own target assignment, every candidate computed and
+masked, so shapes never depend on the data and nothing syncs with the host: YOLOv3's
+(:func:`fastdiode.models.yolo_assign.assign_targets`, every (image, target, anchor) triple at each head), or, for
+an anchor-free YOLOv8/11 detector (``heads`` is then the detector, with ``strides`` and ``reg_max``), the
+task-aligned assigner's (:func:`fastdiode.models.ultra_loss.target_positives`: each target's at most 10 positive
+anchors).
 
 **Classification distillation** (weight 0.4, T = 2). Each positive anchor takes the teacher's logits of its
 ground-truth box's crop (cut once per batch, no grad, at the teacher's input size) and is compared with the
@@ -29,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdiode.models.boxes import xywh_to_xyxy
-from fastdiode.models.heads import YoloHead
+from fastdiode.models.boxes import xywh_to_xyxy, xyxy_to_xywh
+from fastdiode.models.ultra_decode import dfl_distances, dist2bbox, flatten_maps, make_anchors
+from fastdiode.models.ultra_loss import target_positives
 from fastdiode.models.yolo_assign import assign_targets
 from fastdiode.ops import kd_loss, roi_crop
 
@@ -54,20 +58,47 @@ def crop_logits(classifier: nn.Module, images: torch.Tensor, targets: torch.Tens
     return classifier(crops.flatten(0, 1)).float().view(b, k, -1)
 
 
-def dicod_cls_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads: list[YoloHead],
-                   teacher_logits: torch.Tensor, temperature: float = 2.0, iou_t: float = 0.225,
-                   backend: str | None = None) -> torch.Tensor:
-    """Classification distillation (module docstring) of raw head maps (B, A, H, W, 5 + C) against the teacher's
-    crop logits (B, K, C) of padded targets (B, K, 5). 0-dim fp32; 0 when no target is matched."""
-    if teacher_logits.shape[:2] != targets.shape[:2] or teacher_logits.shape[-1] != preds[0].shape[-1] - 5:
-        raise ValueError(f"teacher_logits: expected (B, K, C) = {(*targets.shape[:2], preds[0].shape[-1] - 5)} "
-                         f"(one row of class logits per target), got {tuple(teacher_logits.shape)}")
-    student, teacher, weight = [], [], []
+def _positives(preds: list[torch.Tensor], targets: torch.Tensor, heads, iou_t: float):
+    """Per group of matches: (the student's class logits (B, K, M, C), its boxes there as normalised centre-size
+    (B, K, M, 4), positive (B, K, M)), M candidates per target: the anchors of one YOLOv3 head, or the at most
+    10 anchors the task-aligned assigner gives a target of an anchor-free detector."""
+    if hasattr(heads, "reg_max"):
+        index, match = target_positives(preds, targets, heads.strides, heads.reg_max)
+        dist, scores = flatten_maps(preds, heads.reg_max)
+        shapes = [p.shape[2:] for p in preds]
+        points, stride = make_anchors(shapes, heads.strides, dist.device, torch.float32)
+        boxes = dist2bbox(dfl_distances(dist.float(), heads.reg_max), points) * stride
+        size = (shapes[0][1] * heads.strides[0], shapes[0][0] * heads.strides[0])
+        boxes = boxes / boxes.new_tensor([size[0], size[1], size[0], size[1]])
+        b, k, m = index.shape
+        flat = index.view(b, k * m, 1)
+        at = lambda x: x.gather(1, flat.expand(-1, -1, x.shape[-1])).view(b, k, m, -1)  # noqa: E731
+        yield at(scores.float()), xyxy_to_xywh(at(boxes)), match
+        return
     for p, mt in zip(preds, assign_targets(preds, targets.float(), heads, iou_t)):
-        s = mt.gather(p)[..., 5:].float()  # (B, K, A, C)
+        h, w = p.shape[2:4]
+        grid = mt.decode(p.float())  # grid units of this head -> normalised, by Python scalars (no host copy)
+        box = torch.stack([grid[..., 0] / w, grid[..., 1] / h, grid[..., 2] / w, grid[..., 3] / h], -1)
+        yield mt.gather(p)[..., 5:].float(), box, mt.match
+
+
+def dicod_cls_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, teacher_logits: torch.Tensor,
+                   temperature: float = 2.0, iou_t: float = 0.225, backend: str | None = None) -> torch.Tensor:
+    """Classification distillation (module docstring) of raw head maps against the teacher's crop logits
+    (B, K, C) of padded targets (B, K, 5); ``heads``: the student's YOLO heads, or an anchor-free detector.
+    0-dim fp32; 0 when no target is matched."""
+    classes = teacher_logits.shape[-1]
+    if teacher_logits.shape[:2] != targets.shape[:2]:
+        raise ValueError(f"teacher_logits: expected (B, K, C) = ({', '.join(map(str, targets.shape[:2]))}, C) (one row "
+                         f"of class logits per target), got {tuple(teacher_logits.shape)}")
+    student, teacher, weight = [], [], []
+    for s, _, match in _positives(preds, targets, heads, iou_t):
+        if s.shape[-1] != classes:
+            raise ValueError(f"teacher_logits: expected (B, K, C) with C = {s.shape[-1]} (the detector's classes), "
+                             f"got {tuple(teacher_logits.shape)}")
         student.append(s.flatten(0, 2))
         teacher.append(teacher_logits[:, :, None].expand_as(s).flatten(0, 2))
-        weight.append(mt.match.flatten())
+        weight.append(match.flatten())
     t = temperature
     normalised = t * F.logsigmoid(torch.cat(student) / t)  # softmax of this / T = the normalised sigmoid
     return kd_loss(normalised, torch.cat(teacher), t, backend, weights=torch.cat(weight).float())
@@ -78,10 +109,11 @@ def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(x.flatten(0, -4), size).view(*x.shape[:-2], size, size)
 
 
-def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads: list[YoloHead], images: torch.Tensor,
+def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, images: torch.Tensor,
                    stem: nn.Module, size: int, iou_t: float = 0.225, backend: str | None = None) -> torch.Tensor:
     """Localization distillation (module docstring) of raw head maps against padded targets (B, K, 5) on the
-    student's input ``images`` (B, 3, H, W), with the teacher's frozen ``stem`` and crops of ``size`` px."""
+    student's input ``images`` (B, 3, H, W), with the teacher's frozen ``stem`` and crops of ``size`` px;
+    ``heads``: the student's YOLO heads, or an anchor-free detector."""
     gt, valid = _gt_boxes(targets)
     images = images.float()
     b, k = gt.shape[:2]
@@ -92,19 +124,16 @@ def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads: list
         gt_feats = _pool(gt_feats, 8).view(b, k, 1, -1, 8, 8)
     num = images.new_zeros(())
     den = images.new_zeros(())
-    for p, mt in zip(preds, assign_targets(preds, targets.float(), heads, iou_t)):
-        h, w = p.shape[2:4]
-        a = p.shape[1]
-        grid = mt.decode(p.float())  # grid units of this head -> normalised, by Python scalars (no host copy)
-        box = torch.stack([grid[..., 0] / w, grid[..., 1] / h, grid[..., 2] / w, grid[..., 3] / h], -1)
-        crops = roi_crop(images, xywh_to_xyxy(box).flatten(1, 2), size, valid=mt.match.flatten(1, 2),
-                         backend=backend)  # (B, K·A, 3, S, S)
-        feats = _pool(stem(crops.flatten(0, 1)).float(), 8).view(b, k, a, -1, 8, 8)
-        pixels = _pool(crops, 4).view(b, k, a, -1, 4, 4)
+    for _, box, match in _positives(preds, targets, heads, iou_t):
+        m = box.shape[2]
+        crops = roi_crop(images, xywh_to_xyxy(box).flatten(1, 2), size, valid=match.flatten(1, 2),
+                         backend=backend)  # (B, K·M, 3, S, S)
+        feats = _pool(stem(crops.flatten(0, 1)).float(), 8).view(b, k, m, -1, 8, 8)
+        pixels = _pool(crops, 4).view(b, k, m, -1, 4, 4)
         per_box = (pixels - gt_pixels).abs().mean((-3, -2, -1)) + (feats - gt_feats).abs().mean((-3, -2, -1))
-        m = mt.match.float()
-        num = num + (per_box * m).sum()
-        den = den + m.sum()
+        match = match.float()
+        num = num + (per_box * match).sum()
+        den = den + match.sum()
     return num / den.clamp_min(1.0)
 
 
@@ -133,7 +162,7 @@ class DICODClsLoss(_FrozenClassifierLoss):
         self.classifier, self.temperature, self.iou_t, self.backend = _frozen(classifier), temperature, iou_t, backend
 
     def forward(self, preds: list[torch.Tensor], targets: torch.Tensor, images: torch.Tensor,
-                heads: list[YoloHead]) -> torch.Tensor:
+                heads) -> torch.Tensor:
         logits = crop_logits(self.classifier, images, targets, backend=self.backend)
         return dicod_cls_loss(preds, targets, heads, logits, self.temperature, self.iou_t, self.backend)
 
@@ -149,6 +178,6 @@ class DICODLocLoss(_FrozenClassifierLoss):
         self.size, self.iou_t, self.backend = size or classifier.input_size, iou_t, backend
 
     def forward(self, preds: list[torch.Tensor], targets: torch.Tensor, images: torch.Tensor,
-                heads: list[YoloHead]) -> torch.Tensor:
+                heads) -> torch.Tensor:
         return dicod_loc_loss(preds, targets, heads, images, self.classifier.stem, self.size, self.iou_t,
                               self.backend)

@@ -14,7 +14,8 @@ from fastdiode.models.boxes import box_iou, xywh_to_xyxy
 from fastdiode.ops.hcl import hcl_loss
 from fastdiode.ops.kd import dense_kd_loss, kd_loss
 
-__all__ = ["ABF", "ConvReg", "DenseKDLoss", "FGFILoss", "FitNetLoss", "KDLoss", "ReviewKDLoss", "fgfi_mask"]
+__all__ = ["ABF", "ConvReg", "DenseKDLoss", "FGFILoss", "FitNetLoss", "KDLoss", "ReviewKDLoss",
+           "anchor_free_kd_maps", "fgfi_mask"]
 
 
 def _channels(features: list[torch.Tensor]) -> list[int]:
@@ -160,25 +161,50 @@ class FGFILoss(nn.Module):
         return cls(_channels(student), _channels(teacher), **kwargs)
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], targets: torch.Tensor,
-                anchors: list[torch.Tensor], strides: list[float]) -> torch.Tensor:
+                anchors: list[torch.Tensor] | None, strides: list[float],
+                masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``masks`` (B, H, W) per level replace the anchor masks (``anchors`` None): for anchor-free heads, the
+        assigner's positive cells (:func:`fastdiode.models.ultra_loss.positive_cells`)."""
         total, cells = 0.0, 0.0
-        for adapter, s, t, a, stride in zip(self.adapters, student, teacher, anchors, strides):
-            mask = fgfi_mask(targets, a, stride, t.shape[2], t.shape[3], self.psi)[:, None]
+        for i, (adapter, s, t, stride) in enumerate(zip(self.adapters, student, teacher, strides)):
+            mask = (masks[i] if masks is not None else
+                    fgfi_mask(targets, anchors[i], stride, t.shape[2], t.shape[3], self.psi))[:, None]
             total = total + ((adapter(s).float() - t.detach().float()) ** 2 * mask).sum()
             cells = cells + mask.sum()
         return total / (2 * cells.clamp_min(1.0))
 
 
-class DenseKDLoss(nn.Module):
-    """:func:`fastdiode.ops.dense_kd_loss` as a module: KD between YOLO head maps of one layout (the teacher's
-    maps carry no gradient)."""
+def anchor_free_kd_maps(maps: list[torch.Tensor], reg_max: int, teacher: bool) -> list[torch.Tensor]:
+    """YOLOv8/11 head maps (B, 4 reg_max + C, H, W) in dense KD's layout (B, 1, H, W, 5 + C): the class logits,
+    and, in the objectness slot of the teacher's, its largest class logit.
 
-    def __init__(self, temperature: float = 1.0, backend: str | None = None):
+    Why: an anchor-free head has no objectness. Dense KD weights each cell by how sure the teacher is that an
+    object is there, so that the ~99% background cells, whose class logits the detector loss never trained, do not
+    swamp the loss. On these heads that certainty is the teacher's largest class probability (ultralytics' own
+    detection score), and sigmoid(max_c t_c) = max_c sigmoid(t_c), so the largest logit is the objectness logit."""
+    out = []
+    for m in maps:
+        cls = m[:, 4 * reg_max:].permute(0, 2, 3, 1)[:, None]  # (B, 1, H, W, C)
+        obj = cls.amax(-1, keepdim=True) if teacher else torch.zeros_like(cls[..., :1])
+        out.append(torch.cat([torch.zeros_like(cls[..., :1]).expand(*cls.shape[:-1], 4), obj, cls], -1))
+    return out
+
+
+class DenseKDLoss(nn.Module):
+    """:func:`fastdiode.ops.dense_kd_loss` as a module: KD between head maps of one layout (the teacher's maps
+    carry no gradient). ``reg_max`` set: YOLOv8/11 maps, weighted by the teacher's largest class probability
+    (:func:`anchor_free_kd_maps`)."""
+
+    def __init__(self, temperature: float = 1.0, backend: str | None = None, reg_max: int | None = None):
         super().__init__()
-        self.temperature, self.backend = temperature, backend
+        self.temperature, self.backend, self.reg_max = temperature, backend, reg_max
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
-        return dense_kd_loss(student, [t.detach() for t in teacher], self.temperature, self.backend)
+        teacher = [t.detach() for t in teacher]
+        if self.reg_max is not None:
+            student = anchor_free_kd_maps(student, self.reg_max, teacher=False)
+            teacher = anchor_free_kd_maps(teacher, self.reg_max, teacher=True)
+        return dense_kd_loss(student, teacher, self.temperature, self.backend)
 
 
 class KDLoss(nn.Module):

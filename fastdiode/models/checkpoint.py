@@ -16,11 +16,13 @@ from safetensors.torch import load_file, save_file
 from fastdiode.models.darknet import Darknet
 from fastdiode.models.detector import Detector
 from fastdiode.models.resnet import ResNet
+from fastdiode.models.ultra import UltraYOLO
 from fastdiode.runtime.files import atomic_write
 
 # architecture name -> builder(spec, input_size) of an unloaded model
 ARCHITECTURES: dict[str, Callable[[dict, int], torch.nn.Module]] = {
-    "darknet": Darknet.from_checkpoint_spec, "resnet": ResNet.from_checkpoint_spec}
+    "darknet": Darknet.from_checkpoint_spec, "resnet": ResNet.from_checkpoint_spec,
+    "ultralytics-yolo": UltraYOLO.from_checkpoint_spec}
 KINDS = ("detector", "classifier")
 
 

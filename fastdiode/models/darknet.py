@@ -37,13 +37,6 @@ class ConvBlock(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.stat_tap: Callable[[ConvBlock, torch.Tensor], torch.Tensor] | None = None
 
-    @property
-    def act_slope(self) -> float | None:
-        """The activation as a leaky ReLU's negative slope (1: linear, 0: ReLU), or None for other kinds."""
-        if isinstance(self.act, nn.LeakyReLU):
-            return float(self.act.negative_slope)
-        return {nn.Identity: 1.0, nn.ReLU: 0.0}.get(type(self.act))
-
     def _frozen(self, x: torch.Tensor) -> bool:
         """Only the input needs a gradient (a frozen teacher under inversion): the input need not be saved."""
         return x.requires_grad and torch.is_grad_enabled() and not any(

@@ -48,6 +48,33 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     return nms(boxes + offset, scores, iou_thres)
 
 
+def select_and_nms(boxes: torch.Tensor, scores: torch.Tensor, conf_thres: float, iou_thres: float, max_det: int,
+                   multi_label: bool = False, min_wh: float = 0.0, max_candidates: int = 3000) -> list[torch.Tensor]:
+    """Per image, (n, 6) ``x1, y1, x2, y2, score, class`` from corner boxes (B, N, 4) and per-class scores
+    (B, N, C): boxes with a side <= ``min_wh`` pixels dropped, every class above ``conf_thres`` (``multi_label``,
+    the COCO-eval setting) or each box's best class, at most ``max_candidates`` best into class-aware NMS (that
+    bounds the O(n^2) plain-torch NMS when a weak model puts every box above ``conf_thres``), ``max_det`` kept."""
+    results = []
+    for box, score_all in zip(boxes, scores):
+        if min_wh > 0:
+            keep = ((box[:, 2:4] - box[:, :2]) > min_wh).all(1)
+            box, score_all = box[keep], score_all[keep]
+        if multi_label:
+            box_i, cls = (score_all > conf_thres).nonzero(as_tuple=True)
+            score = score_all[box_i, cls]
+        else:
+            score, cls = score_all.max(1)
+            box_i = (score > conf_thres).nonzero(as_tuple=True)[0]
+            score, cls = score[box_i], cls[box_i]
+        if score.numel() > max_candidates:
+            top = score.topk(max_candidates).indices
+            box_i, cls, score = box_i[top], cls[top], score[top]
+        kept_boxes = box[box_i]
+        keep = batched_nms(kept_boxes, score, cls, iou_thres)[:max_det]
+        results.append(torch.cat([kept_boxes[keep], score[keep, None], cls[keep, None].to(box.dtype)], 1))
+    return results
+
+
 def postprocess(
     preds: list[torch.Tensor] | torch.Tensor,
     conf_thres: float = 0.001,
@@ -61,30 +88,10 @@ def postprocess(
     """Per image, a (n, 6) tensor ``x1, y1, x2, y2, score, class`` (pixels), best first.
 
     ``preds`` is either the raw head maps (then ``model`` supplies anchors and strides) or :func:`decode`'s
-    output. Score = objectness x class probability; ``multi_label`` keeps every class above ``conf_thres``
-    (the COCO-eval setting), otherwise only each box's best class. Boxes with a side <= ``min_wh`` pixels are
-    dropped before NMS. At most ``max_candidates`` best-scoring boxes per image enter NMS: that bounds the
-    O(n^2) plain-torch NMS when a weak model puts every box above ``conf_thres``."""
+    output. Score = objectness x class probability; the rest is :func:`select_and_nms`."""
     if isinstance(preds, (list, tuple)):
         if model is None:
             raise ValueError("postprocess: raw head maps need model= for their anchors and strides")
         preds = decode(list(preds), model)
-    results = []
-    for p in preds:
-        if min_wh > 0:
-            p = p[((p[:, 2:4] - p[:, :2]) > min_wh).all(1)]
-        scores = p[:, 4:5] * p[:, 5:]
-        if multi_label:
-            box_i, cls = (scores > conf_thres).nonzero(as_tuple=True)
-            score = scores[box_i, cls]
-        else:
-            score, cls = scores.max(1)
-            box_i = (score > conf_thres).nonzero(as_tuple=True)[0]
-            score, cls = score[box_i], cls[box_i]
-        if score.numel() > max_candidates:
-            top = score.topk(max_candidates).indices
-            box_i, cls, score = box_i[top], cls[top], score[top]
-        boxes = p[box_i, :4]
-        keep = batched_nms(boxes, score, cls, iou_thres)[:max_det]
-        results.append(torch.cat([boxes[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], 1))
-    return results
+    return select_and_nms(preds[..., :4], preds[..., 4:5] * preds[..., 5:], conf_thres, iou_thres, max_det,
+                          multi_label, min_wh, max_candidates)

@@ -8,6 +8,8 @@ stage fewer, so its two heads sit at strides 16 and 8.
 from __future__ import annotations
 
 from fastdiode.models.darknet import Darknet
+from fastdiode.models.ultra import NAME as ULTRA_NAME
+from fastdiode.models.ultra import UltraYOLO, build_ultra
 
 COCO_ANCHORS = [10, 13, 16, 30, 33, 23, 30, 61, 62, 45, 59, 119, 116, 90, 156, 198, 373, 326]
 TINY_ANCHORS = [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319]
@@ -118,12 +120,18 @@ MODELS = {
 
 
 def build_model(name: str, num_classes: int = 80, anchors: list[int] | None = None,
-                input_size: int | None = None, **variant) -> Darknet:
-    """A built-in detector by name: ``yolov3``, ``yolov3-spp``, ``yolov3-tiny`` or ``yolo-micro``
-    (``width=``, ``depth=`` scale the latter). ``anchors`` is a flat pixel list (w0, h0, w1, h1, ...)."""
+                input_size: int | None = None, **variant) -> Darknet | UltraYOLO:
+    """A built-in detector by name: ``yolov3``, ``yolov3-spp``, ``yolov3-tiny`` or ``yolo-micro`` (``width=``,
+    ``depth=`` scale the latter; ``anchors`` is a flat pixel list w0, h0, w1, h1, ...), or the anchor-free
+    ``yolov8n`` ... ``yolov8x``, ``yolo11n`` ... ``yolo11x``, ``yolov8-micro``, ``yolo11-micro``."""
+    if ULTRA_NAME.match(name):
+        if anchors is not None or variant:
+            raise ValueError(f"model {name!r}: an anchor-free detector takes no anchors, width or depth")
+        return build_ultra(name, num_classes, input_size)
     if name not in MODELS:
-        raise ValueError(f"model {name!r} is not built in; choose one of {', '.join(MODELS)} "
-                         "or build one from a darknet cfg with fastdiode.models.from_cfg")
+        raise ValueError(f"model {name!r} is not built in; choose one of {', '.join(MODELS)}, yolov8n ... yolov8x, "
+                         "yolo11n ... yolo11x, yolov8-micro, yolo11-micro, or build one from a darknet cfg with "
+                         "fastdiode.models.from_cfg")
     if num_classes < 1:
         raise ValueError(f"num_classes: expected a positive number of classes, got {num_classes}")
     make, default_size = MODELS[name]

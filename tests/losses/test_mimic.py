@@ -28,7 +28,7 @@ def test_zero_when_student_equals_teacher_and_no_teacher_gradient():
 def test_head_layouts_must_match():
     student = build_model("yolo-micro", num_classes=10)(torch.rand(1, 3, 64, 64))
     teacher = build_model("yolo-micro", num_classes=5)(torch.rand(1, 3, 64, 64))
-    with pytest.raises(ValueError, match=r"scale 0: student head map \(1, 3, 4, 4, 15\) vs teacher \(1, 3, 4, 4, 10\)"):
+    with pytest.raises(ValueError, match=r"level 0: student head map \(1, 3, 4, 4, 15\) vs teacher \(1, 3, 4, 4, 10\)"):
         mimic_loss(student, teacher)
-    with pytest.raises(ValueError, match="2 detection scales, the teacher 1"):
+    with pytest.raises(ValueError, match="2 detection levels, the teacher 1"):
         mimic_loss(student, teacher[:1])

@@ -15,9 +15,10 @@ def bn_params(c, seed=1):
     return [t.to(DEVICE) for t in (rm, rv, weight, bias)]
 
 
-def run(fn, x, gy, params, slope, **kw):
+def run(fn, x, gy, params, act, **kw):
     rm, rv, weight, bias = params
-    y, loss = fn(x, rm, rv, weight, bias, 1e-4, slope, p=2, alpha_mean=0.7, alpha_var=1.3, **kw)
+    activation, slope = act
+    y, loss = fn(x, rm, rv, weight, bias, 1e-4, slope, p=2, alpha_mean=0.7, alpha_var=1.3, activation=activation, **kw)
     (g,) = torch.autograd.grad((y.float() * gy).sum() + loss, x)
     return y, loss, g
 
@@ -25,16 +26,16 @@ def run(fn, x, gy, params, slope, **kw):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("slope", [0.1, 0.0, 1.0])
+@pytest.mark.parametrize("act", [("leaky", 0.1), ("leaky", 0.0), ("leaky", 1.0), ("silu", 0.0)])
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_fused_matches_reference(shape, dtype, channels_last, slope, backend):
+def test_fused_matches_reference(shape, dtype, channels_last, act, backend):
     """Output, loss and input gradient (through both the activation and the statistics) match the unfused
-    BatchNorm -> leaky ReLU -> bn_stat_loss reference."""
+    BatchNorm -> activation (leaky ReLU of three slopes, SiLU) -> bn_stat_loss reference."""
     x = make_input(shape, dtype, channels_last, scale=1.5, offset=0.7)
     gy = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     params = bn_params(shape[1])
-    y_ref, loss_ref, g_ref = run(bn_act_stat_loss_reference, x, gy, params, slope)
-    y, loss, g = run(bn_act_stat_loss, x, gy, params, slope, backend=backend)
+    y_ref, loss_ref, g_ref = run(bn_act_stat_loss_reference, x, gy, params, act)
+    y, loss, g = run(bn_act_stat_loss, x, gy, params, act, backend=backend)
     assert y.dtype == dtype and y.shape == x.shape and g.dtype == dtype
     assert_same_layout(y, x)
     assert_same_layout(g, x)
@@ -59,3 +60,5 @@ def test_bad_arguments_name_themselves():
         bn_act_stat_loss(x, rm, rv[:3], w, b, 1e-5, 0.1)
     with pytest.raises(ValueError, match="weight"):
         bn_act_stat_loss(x, rm, rv, w.long(), b, 1e-5, 0.1)
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        bn_act_stat_loss(x, rm, rv, w, b, 1e-5, 0.1, activation="gelu")

@@ -67,14 +67,12 @@ class TermSources:
 @dataclass
 class TermBatch:
     """What a term reads at a step: the student's input images and padded targets (B, K, 5), both models' raw
-    head maps (the teacher's None when no term reads it), the student's detection heads, and both models' features
-    at this term's points."""
+    head maps (the teacher's None when no term reads it), and both models' features at this term's points."""
 
     images: torch.Tensor
     targets: torch.Tensor
     student_preds: list[torch.Tensor]
     teacher_preds: list[torch.Tensor] | None
-    heads: list[nn.Module] | None
     student_features: list[torch.Tensor]
     teacher_features: list[torch.Tensor]
 

@@ -36,27 +36,31 @@ class DICODLocTermConfig(TermConfig):
 
 class ClassifierTerm(DistillTerm):
     """A term that reads the frozen crop classifier. The loss module that holds it is kept out of the module
-    tree (a tuple), so the classifier is neither trained, switched to train mode, nor saved with the adapters."""
+    tree (a tuple), so the classifier is neither trained, switched to train mode, nor saved with the adapters.
+    The student's positives come from its own loss's assignment: its YOLO heads (YOLOv3 family), or the
+    task-aligned assigner of an anchor-free YOLOv8/11 student."""
 
     reads_classifier = True
 
     def __init__(self, sources: TermSources, loss: nn.Module):
         super().__init__()
-        classifier, heads = sources.classifier, getattr(sources.student, "heads", None)
+        classifier, student = sources.classifier, sources.student
+        heads = student if hasattr(student, "reg_max") else getattr(student, "heads", None)
         if not heads:
-            raise ValueError(f"loss.{self.name}: DICOD's terms need anchor-based detection heads (YOLO layers)")
+            raise ValueError(f"loss.{self.name}: DICOD's terms need YOLO detection heads (anchor-based YOLO layers, "
+                             "or a YOLOv8/11 head)")
         classes = getattr(classifier, "num_classes", None)
-        if classes != heads[0].num_classes:
-            raise ValueError(f"classifier: {classes} classes, but the detector has {heads[0].num_classes}; train "
+        if classes != student.num_classes:
+            raise ValueError(f"classifier: {classes} classes, but the detector has {student.num_classes}; train "
                              "the classifier on crops of the detector's dataset")
         names = getattr(classifier, "class_names", None)
         if names is not None and sources.class_names is not None and list(names) != list(sources.class_names):
             raise ValueError(f"classifier: its classes are {list(names)}, but the detector's are "
                              f"{list(sources.class_names)}")
-        self._loss = (loss,)
+        self._loss, self._heads = (loss,), (heads,)  # tuples: neither is a submodule of the term
 
     def forward(self, batch: TermBatch) -> torch.Tensor:
-        return self._loss[0](batch.student_preds, batch.targets, batch.images, batch.heads)
+        return self._loss[0](batch.student_preds, batch.targets, batch.images, self._heads[0])
 
 
 class DICODClsTerm(ClassifierTerm):

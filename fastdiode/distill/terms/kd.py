@@ -1,5 +1,6 @@
-"""Dense KD on the YOLO head maps (:class:`fastdiode.losses.DenseKDLoss`): the class logits at the same anchors
-and cells, at temperature T."""
+"""Dense KD on the head maps (:class:`fastdiode.losses.DenseKDLoss`): the class logits at the same anchors and
+cells, at temperature T, weighted by the teacher's objectness (YOLOv3 family) or, on anchor-free YOLOv8/11 heads,
+by its largest class probability."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from fastdiode.distill.terms.base import DistillTerm, TermBatch, TermConfig, TermSources, check_positive
-from fastdiode.losses import DenseKDLoss, dense_kd_loss
+from fastdiode.losses import DenseKDLoss
 
 
 @dataclass
@@ -26,11 +27,15 @@ class KDTerm(DistillTerm):
 
     def __init__(self, cfg: KDTermConfig, sources: TermSources):
         super().__init__()
+        reg_max = getattr(sources.student, "reg_max", None)  # set on anchor-free (YOLOv8/11) detectors
+        if reg_max != getattr(sources.teacher, "reg_max", None):
+            raise ValueError("loss.kd: the student's and the teacher's head maps do not match: one is anchor-free "
+                             "(YOLOv8/11) and the other anchor-based; dense KD needs one head layout")
         try:  # the head layouts must match: checked on the probe's maps
-            dense_kd_loss(sources.student_preds, sources.teacher_preds, cfg.temperature, backend="reference")
+            DenseKDLoss(cfg.temperature, "reference", reg_max)(sources.student_preds, sources.teacher_preds)
         except ValueError as e:
             raise ValueError(f"loss.kd: the student's and the teacher's head maps do not match: {e}") from None
-        self.loss = DenseKDLoss(cfg.temperature, sources.backend)
+        self.loss = DenseKDLoss(cfg.temperature, sources.backend, reg_max)
 
     def forward(self, batch: TermBatch) -> torch.Tensor:
         return self.loss(batch.student_preds, batch.teacher_preds)
