@@ -11,20 +11,27 @@ anchors).
 
 **Classification distillation** (weight 0.4, T = 2). Each positive anchor takes the teacher's logits of its
 ground-truth box's crop (cut once per batch, no grad, at the teacher's input size) and is compared with the
-student's class logits there: KL(softmax(t/T) ‖ p_s) · T², averaged over the positives of every head. YOLO's
-classes are sigmoids, so p_s is DICOD's *normalised-sigmoid* distribution, p_s,c = σ(s_c/T) / Σ_c' σ(s_c'/T),
-and not the per-class binary KL. Why: the teacher is a softmax classifier over mutually exclusive classes; its
-softened outputs are one categorical distribution, which a categorical from the student matches. Read as C
-independent binary targets instead, softmax(t/T) (top class ~0.5 at T = 2) would pull the student's sigmoid class
-scores, which YOLO multiplies into its detection scores, away from the 1 the label loss asks for.
-(σ(s/T) normalised over classes is softmax(log σ(s/T)): the KL is :func:`fastdiode.ops.kd_loss` on T·log σ(s/T)
-with the positives as row weights.)
+student's class logits there: KL(q_t ‖ p_s) · T², averaged over the positives of every head. YOLO's classes are
+sigmoids, so p_s is the normalised sigmoid p_s,c = σ(s_c/T) / Σ_c' σ(s_c'/T), not the per-class binary KL.
+
+The teacher's distribution q_t is where fastdiode differs from the authors' code, one setting away
+(``teacher_target``): fastdiode's default, ``"softmax"``, is q_t = softmax(t/T), because the crop classifier is a
+softmax model trained with cross-entropy over mutually exclusive classes, so its softened outputs are already one
+categorical distribution. The authors' branch for sigmoid-class detectors, ``"normalized_sigmoid"``, normalises
+the teacher's sigmoids the same way as the student's: q_t,c = σ(t_c/T) / Σ_c' σ(t_c'/T) (flatter: per positive
+the two differ by up to a few nats). Either way the per-class binary KL is avoided: read as C independent binary
+targets, softmax(t/T) (top class ~0.5 at T = 2) would pull the student's sigmoid class scores, which YOLO
+multiplies into its detection scores, away from the 1 the label loss asks for. (σ(x/T) normalised over classes is
+softmax(log σ(x/T)): the KL is :func:`fastdiode.ops.kd_loss` on T·log σ(·/T), with the positives as row weights.)
 
 **Localization distillation** (weight 0.15). The student's box at each positive anchor (decoded as the YOLO loss
 decodes it) and the ground-truth box are cropped from the input images with the same differentiable
 :func:`fastdiode.ops.roi_crop`; the loss is the L1 between the two crops' 4×4-pooled pixels plus the L1 between
 the 8×8-pooled features of the teacher's stem on the two crops, averaged per positive box. Gradients flow into
-the predicted box (and through the frozen stem); the ground-truth crop is a constant.
+the predicted box (and through the frozen stem); the ground-truth crop is a constant. At the image border
+fastdiode crops the box as it is, zeros outside the image (``clamp=False``: the crop keeps the box's shape and
+scale, the same for the predicted and the ground-truth box); the authors clamp each box to the image first
+(``clamp=True``, the same to 5e-15 on their test case).
 """
 from __future__ import annotations
 
@@ -82,11 +89,18 @@ def _positives(preds: list[torch.Tensor], targets: torch.Tensor, heads, iou_t: f
         yield mt.gather(p)[..., 5:].float(), box, mt.match
 
 
+TEACHER_TARGETS = ("softmax", "normalized_sigmoid")
+
+
 def dicod_cls_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, teacher_logits: torch.Tensor,
-                   temperature: float = 2.0, iou_t: float = 0.225, backend: str | None = None) -> torch.Tensor:
+                   temperature: float = 2.0, iou_t: float = 0.225, backend: str | None = None,
+                   teacher_target: str = "softmax") -> torch.Tensor:
     """Classification distillation (module docstring) of raw head maps against the teacher's crop logits
-    (B, K, C) of padded targets (B, K, 5); ``heads``: the student's YOLO heads, or an anchor-free detector.
-    0-dim fp32; 0 when no target is matched."""
+    (B, K, C) of padded targets (B, K, 5); ``heads``: the student's YOLO heads, or an anchor-free detector;
+    ``teacher_target``: ``"softmax"`` or the authors' ``"normalized_sigmoid"``. 0-dim fp32; 0 when no target is
+    matched."""
+    if teacher_target not in TEACHER_TARGETS:
+        raise ValueError(f"teacher_target={teacher_target!r}: expected one of {', '.join(TEACHER_TARGETS)}")
     classes = teacher_logits.shape[-1]
     if teacher_logits.shape[:2] != targets.shape[:2]:
         raise ValueError(f"teacher_logits: expected (B, K, C) = ({', '.join(map(str, targets.shape[:2]))}, C) (one row "
@@ -101,7 +115,10 @@ def dicod_cls_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, teac
         weight.append(match.flatten())
     t = temperature
     normalised = t * F.logsigmoid(torch.cat(student) / t)  # softmax of this / T = the normalised sigmoid
-    return kd_loss(normalised, torch.cat(teacher), t, backend, weights=torch.cat(weight).float())
+    teacher = torch.cat(teacher)
+    if teacher_target == "normalized_sigmoid":
+        teacher = t * F.logsigmoid(teacher / t)
+    return kd_loss(normalised, teacher, t, backend, weights=torch.cat(weight).float())
 
 
 def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -110,11 +127,15 @@ def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, images: torch.Tensor,
-                   stem: nn.Module, size: int, iou_t: float = 0.225, backend: str | None = None) -> torch.Tensor:
+                   stem: nn.Module, size: int, iou_t: float = 0.225, backend: str | None = None,
+                   clamp: bool = False) -> torch.Tensor:
     """Localization distillation (module docstring) of raw head maps against padded targets (B, K, 5) on the
     student's input ``images`` (B, 3, H, W), with the teacher's frozen ``stem`` and crops of ``size`` px;
-    ``heads``: the student's YOLO heads, or an anchor-free detector."""
+    ``heads``: the student's YOLO heads, or an anchor-free detector; ``clamp``: clamp every box to the image
+    before cropping (the authors')."""
     gt, valid = _gt_boxes(targets)
+    if clamp:
+        gt = gt.clamp(0, 1)
     images = images.float()
     b, k = gt.shape[:2]
     with torch.no_grad():
@@ -126,7 +147,8 @@ def dicod_loc_loss(preds: list[torch.Tensor], targets: torch.Tensor, heads, imag
     den = images.new_zeros(())
     for _, box, match in _positives(preds, targets, heads, iou_t):
         m = box.shape[2]
-        crops = roi_crop(images, xywh_to_xyxy(box).flatten(1, 2), size, valid=match.flatten(1, 2),
+        corners = xywh_to_xyxy(box).flatten(1, 2)
+        crops = roi_crop(images, corners.clamp(0, 1) if clamp else corners, size, valid=match.flatten(1, 2),
                          backend=backend)  # (B, K·M, 3, S, S)
         feats = _pool(stem(crops.flatten(0, 1)).float(), 8).view(b, k, m, -1, 8, 8)
         pixels = _pool(crops, 4).view(b, k, m, -1, 4, 4)
@@ -157,14 +179,16 @@ class DICODClsLoss(_FrozenClassifierLoss):
     """:func:`dicod_cls_loss` with its frozen classification teacher: ``loss(preds, targets, images, heads)``."""
 
     def __init__(self, classifier: nn.Module, temperature: float = 2.0, iou_t: float = 0.225,
-                 backend: str | None = None):
+                 backend: str | None = None, teacher_target: str = "softmax"):
         super().__init__()
         self.classifier, self.temperature, self.iou_t, self.backend = _frozen(classifier), temperature, iou_t, backend
+        self.teacher_target = teacher_target
 
     def forward(self, preds: list[torch.Tensor], targets: torch.Tensor, images: torch.Tensor,
                 heads) -> torch.Tensor:
         logits = crop_logits(self.classifier, images, targets, backend=self.backend)
-        return dicod_cls_loss(preds, targets, heads, logits, self.temperature, self.iou_t, self.backend)
+        return dicod_cls_loss(preds, targets, heads, logits, self.temperature, self.iou_t, self.backend,
+                              self.teacher_target)
 
 
 class DICODLocLoss(_FrozenClassifierLoss):
@@ -172,12 +196,12 @@ class DICODLocLoss(_FrozenClassifierLoss):
     heads)``; crops at the classifier's input size unless ``size`` is given."""
 
     def __init__(self, classifier: nn.Module, size: int | None = None, iou_t: float = 0.225,
-                 backend: str | None = None):
+                 backend: str | None = None, clamp: bool = False):
         super().__init__()
         self.classifier = _frozen(classifier)
-        self.size, self.iou_t, self.backend = size or classifier.input_size, iou_t, backend
+        self.size, self.iou_t, self.backend, self.clamp = size or classifier.input_size, iou_t, backend, clamp
 
     def forward(self, preds: list[torch.Tensor], targets: torch.Tensor, images: torch.Tensor,
                 heads) -> torch.Tensor:
         return dicod_loc_loss(preds, targets, heads, images, self.classifier.stem, self.size, self.iou_t,
-                              self.backend)
+                              self.backend, self.clamp)

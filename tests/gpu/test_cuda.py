@@ -43,7 +43,8 @@ def test_bn_stat_loss(dtype, channels_last, shape):
 
 
 @pytest.mark.parametrize("dtype, channels_last", GRID)
-def test_bn_act_stat_loss(dtype, channels_last):
+@pytest.mark.parametrize("activation", ["leaky", "silu"])
+def test_bn_act_stat_loss(dtype, channels_last, activation):
     x = layout(torch.randn(BIG, device=DEVICE).mul(1.3).add(0.4).to(dtype), channels_last).requires_grad_(True)
     c = BIG[1]
     stats = (torch.randn(c, device=DEVICE), torch.rand(c, device=DEVICE) + 0.5, torch.randn(c, device=DEVICE),
@@ -51,7 +52,7 @@ def test_bn_act_stat_loss(dtype, channels_last):
     gy = torch.randn(BIG, device=DEVICE)
     outs = []
     for fn, kw in ((bn_act_stat_loss, {"backend": "triton"}), (bn_act_stat_loss_reference, {})):
-        y, loss = fn(x, *stats, 1e-4, 0.1, **kw)
+        y, loss = fn(x, *stats, 1e-4, 0.1, activation=activation, **kw)
         outs.append((y, loss, torch.autograd.grad((y.float() * gy).sum() + loss, x)[0]))
     for what, a, b in zip(("output", "loss", "grad"), *outs):
         close(a, b, (1e-4, 1e-4) if what == "loss" else TOL[dtype], what)

@@ -39,18 +39,23 @@ def positives(preds, targets, heads, iou_t=0.225):
     return out
 
 
-def test_classification_distillation_against_a_loop_over_positives():
+@pytest.mark.parametrize("teacher_target", ["softmax", "normalized_sigmoid"])
+def test_classification_distillation_against_a_loop_over_positives(teacher_target):
+    """fastdiode's softmax teacher, and the authors' normalised-sigmoid teacher, each against a written-out loop."""
     det, images, preds, targets = setup()
     teacher = torch.randn(2, 3, 4)
     t = 2.0
-    loss = dicod_cls_loss(preds, targets, det.heads, teacher, t)
+    loss = dicod_cls_loss(preds, targets, det.heads, teacher, t, teacher_target=teacher_target)
     pos = positives(preds, targets, det.heads)
     assert len(pos) > 2
     total = 0.0
     for hi, b, k, a, j, i in pos:
         s = preds[hi][b, a, j, i, 5:]
         p = torch.sigmoid(s / t) / torch.sigmoid(s / t).sum()  # the normalised sigmoid
-        q = torch.softmax(teacher[b, k] / t, -1)
+        if teacher_target == "softmax":
+            q = torch.softmax(teacher[b, k] / t, -1)
+        else:
+            q = torch.sigmoid(teacher[b, k] / t) / torch.sigmoid(teacher[b, k] / t).sum()
         total = total + (q * (q.log() - p.log())).sum()
     expected = total / len(pos) * t * t
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
@@ -140,3 +145,21 @@ def test_bad_teacher_logits_shape():
     det, images, preds, targets = setup()
     with pytest.raises(ValueError, match="teacher_logits"):
         dicod_cls_loss(preds, targets, det.heads, torch.randn(2, 3, 5))
+
+
+def test_localization_clamp_is_the_authors_border_rule(monkeypatch):
+    """clamp=True crops every box (ground truth and predicted) clamped to the image, as the authors do; by default
+    boxes are cropped as they are, zeros outside the image."""
+    from fastdiode.losses import dicod
+
+    det, images, preds, targets = setup()
+    targets[0, 0] = torch.tensor([1, 0.05, 0.45, 0.30, 0.35])  # reaches past the left edge
+    stem = ResNet(4, width=8, depths=(1,), input_size=16).eval().stem
+    seen = []
+    crop = dicod.roi_crop
+    monkeypatch.setattr(dicod, "roi_crop", lambda im, boxes, *a, **kw: seen.append(boxes) or crop(im, boxes, *a, **kw))
+    for clamp in (False, True):
+        seen.clear()
+        dicod_loc_loss(preds, targets, det.heads, images, stem, 16, clamp=clamp)
+        inside = all(((b >= 0) & (b <= 1)).all() for b in seen)
+        assert inside == clamp and len(seen) == 1 + len(preds)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastdiode.config import ConfigError
 from fastdiode.distill.terms.base import DistillTerm, TermBatch, TermConfig, TermSources, check_positive
 from fastdiode.losses import DICODClsLoss, DICODLocLoss
+from fastdiode.losses.dicod import TEACHER_TARGETS
 
 
 @dataclass
@@ -17,10 +19,14 @@ class DICODClsTermConfig(TermConfig):
     """Weight 0.4 in the paper."""
 
     temperature: float = 2.0
+    # the teacher's distribution: softmax(t/T) (fastdiode), or the normalised sigmoid (the authors' code)
+    teacher: str = "softmax"
 
     def validate(self, key: str) -> None:
         super().validate(key)
         check_positive(f"{key}.temperature", self.temperature)
+        if self.teacher not in TEACHER_TARGETS:
+            raise ConfigError(f"{key}.teacher: {self.teacher!r} is not one of {', '.join(TEACHER_TARGETS)}")
 
 
 @dataclass
@@ -28,6 +34,7 @@ class DICODLocTermConfig(TermConfig):
     """Weight 0.15 in the paper."""
 
     size: int | None = None  # crop size in pixels; None: the classifier's input size
+    clamp: bool = False  # clamp boxes to the image before cropping (the authors' code); false: zeros outside
 
     def validate(self, key: str) -> None:
         super().validate(key)
@@ -68,7 +75,8 @@ class DICODClsTerm(ClassifierTerm):
     Config = DICODClsTermConfig
 
     def __init__(self, cfg: DICODClsTermConfig, sources: TermSources):
-        super().__init__(sources, DICODClsLoss(sources.classifier, cfg.temperature, backend=sources.backend))
+        super().__init__(sources, DICODClsLoss(sources.classifier, cfg.temperature, backend=sources.backend,
+                                               teacher_target=cfg.teacher))
 
 
 class DICODLocTerm(ClassifierTerm):
@@ -76,4 +84,4 @@ class DICODLocTerm(ClassifierTerm):
     Config = DICODLocTermConfig
 
     def __init__(self, cfg: DICODLocTermConfig, sources: TermSources):
-        super().__init__(sources, DICODLocLoss(sources.classifier, cfg.size, backend=sources.backend))
+        super().__init__(sources, DICODLocLoss(sources.classifier, cfg.size, backend=sources.backend, clamp=cfg.clamp))
