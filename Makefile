@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup lint test demo bench bench-models bench-inversion bench-digits bench-kd bench-dicod classifier-digits bench-classifier \
+.PHONY: setup lint test demo bench bench-models bench-inversion bench-digits bench-digits-v8 bench-kd bench-dicod classifier-digits bench-classifier \
 	bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
@@ -30,7 +30,7 @@ test: setup lint
 demo: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo
 
-# The full digits benchmark (benchmarks/results/bench_digits/), then its YOLOv8 rows (benchmarks/results/bench_digits_v8/).
+# The full digits benchmark (benchmarks/results/bench_digits/).
 bench-digits: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits.yaml
 	mkdir -p benchmarks/results/bench_digits/synth/diode
@@ -38,6 +38,9 @@ bench-digits: setup
 	   runs/bench_digits/teacher_on_synth.png benchmarks/results/bench_digits/
 	cp runs/bench_digits/synth/diode/preview.png benchmarks/results/bench_digits/synth/diode/
 	$(PY) benchmarks/diagnose_digits.py runs/bench_digits benchmarks/results/bench_digits
+
+# The digits benchmark from the YOLOv8-family teacher (benchmarks/results/bench_digits_v8/).
+bench-digits-v8: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits_v8.yaml
 	mkdir -p benchmarks/results/bench_digits_v8/synth/diode
 	cp runs/bench_digits_v8/report.md runs/bench_digits_v8/results.json runs/bench_digits_v8/curves.png \
@@ -78,8 +81,7 @@ bench-loader: setup
 
 # Never under the Triton interpreter: it also slows inductor's compiled CPU code.
 bench: setup
-	TRITON_INTERPRET=0 $(PY) -m pytest -q benchmarks/test_ops_cpu.py --benchmark-only --benchmark-json=benchmarks/results/ops_cpu.json
-	$(PY) benchmarks/report.py benchmarks/results/ops_cpu.json benchmarks/results/ops_cpu.md
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_ops_cpu.py --out benchmarks/results
 
 bench-models: setup
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_models_cpu.py --out benchmarks/results

@@ -27,7 +27,7 @@ setup(
         "tidecv",  # TIDE's error breakdown of every evaluation
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark", "pytest-xdist", "faster-coco-eval", "ruff"],
+        "test": ["pytest>=8", "pytest-xdist", "faster-coco-eval", "ruff"],
         "dali": ["nvidia-dali-cuda120; platform_system == 'Linux'"],
     },
     entry_points={"console_scripts": ["fastdiode = fastdiode.cli:main"]},

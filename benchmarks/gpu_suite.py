@@ -1,14 +1,25 @@
-"""GPU suite: op timings at YOLOv3 416^2 batch-48 shapes, detector timings, the inversion and distillation steps.
+"""GPU suite: the inversion step, the fused ops, distillation and the newer ops, each section at most a few
+minutes and saved as soon as it finishes.
 
     python benchmarks/gpu_suite.py --out benchmarks/results        (make bench-gpu, after the gpu tests)
 
-It only measures: correctness on CUDA is tests/gpu (pytest -m gpu), which make bench-gpu runs first.
-Writes ops_gpu.json and ops_gpu.md (device, torch/triton versions, git commit). Reports ms (median of
-triton.testing.do_bench), achieved GB/s and % of the device's measured copy bandwidth, and the issue's
-targets; then YOLOv3-SPP fwd + input gradient at 160^2 x 256, 320^2 x 96 and 416^2 x 48 against the conv
-floor of method.md §10; then the inversion step against the reference DIODE loop at the paper's stage shapes
-(speed-up, peak memory, images per GPU-hour over the paper's schedule; the step with and without its CUDA
-graph). ``--smoke`` runs the same code on tiny shapes on CPU (Triton interpreter) to check the script.
+It only measures: correctness on CUDA is tests/gpu (pytest -m gpu), which make bench-gpu runs first. Sections, in
+order of value (``--sections`` picks some), each written to ``gpu_<section>.json`` when it ends, so a run cut
+short keeps what it measured; ``ops_gpu.md`` gathers whatever sections exist:
+
+1. ``inversion``: YOLOv3-SPP fwd + input gradient at 160^2 x 256, 320^2 x 96 and 416^2 x 48 against the conv
+   floor of method.md §10, and the inversion step (teacher compiled, the default on CUDA; with and without its
+   CUDA graph) against the reference DIODE loop at those shapes: speed-up, peak memory, images per GPU-hour of
+   the step alone over the paper's schedule;
+2. ``ops``: the BN-statistics, TV and augmentation ops at YOLOv3 416^2 batch-48 shapes: ms, achieved GB/s and
+   % of the measured copy bandwidth, against the authors'-style code;
+3. ``distill``: the distillation student step (eager, compiled) and the loaders;
+4. ``new``: HCL, dense KD, roi_crop, and YOLOv8s (fwd + input gradient, the inversion step).
+
+Timing: CUDA events, 3 repeats of 50 iterations after a warm-up, the median with the repeats' range (no cache-
+flush buffer, so peak memory is the op's own); ``cudnn.benchmark`` on for every side; both sides of a comparison in
+the same dtype (bf16) and the engine's layouts (images NCHW, features channels_last). ``--smoke`` runs everything at
+tiny shapes on CPU (Triton interpreter) to check the script.
 """
 from __future__ import annotations
 
@@ -20,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -29,19 +41,49 @@ from benchmarks import reference_style as ref  # noqa: E402
 from benchmarks.shapes import yolov3_bn_shapes  # noqa: E402
 
 
-def bench(fn, smoke: bool) -> float:
-    """Median milliseconds of fn()."""
-    if not smoke:
-        import triton.testing
+class Measured(NamedTuple):
+    """Milliseconds per call: the median over repeats, and the repeats' range."""
 
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    fn()
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
+    ms: float
+    lo: float
+    hi: float
+
+
+def bench(fn, smoke: bool, repeats: int = 3, iterations: int = 50) -> Measured:
+    """``repeats`` timings of ``iterations`` calls of fn() after a warm-up (CUDA events on the GPU; 1 x 2 calls on
+    the wall clock in smoke runs)."""
+    if smoke:
+        repeats, iterations = 1, 2
+    for _ in range(3 if not smoke else 1):
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    per_call = []
+    for _ in range(repeats):
+        if torch.cuda.is_available() and not smoke:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iterations):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            per_call.append(start.elapsed_time(end) / iterations)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(iterations):
+                fn()
+            per_call.append((time.perf_counter() - t0) * 1e3 / iterations)
+    return Measured(statistics.median(per_call), min(per_call), max(per_call))
+
+
+def dense_bf16_tflops(device_name: str) -> float:
+    """The dense bf16 peak of the device, for the conv floor: H100 SXM and H200 989 TFLOP/s, H100 PCIe 756."""
+    name = device_name.lower()
+    if "h100" in name and "pcie" in name:
+        return 756.0
+    if "h100" in name or "h200" in name:
+        return 989.0
+    if "a100" in name:
+        return 312.0
+    return 989.0
 
 
 def copy_bandwidth(device, smoke: bool) -> float:
@@ -49,11 +91,12 @@ def copy_bandwidth(device, smoke: bool) -> float:
     n = (1 << 16) if smoke else (1 << 28)
     src = torch.empty(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src), smoke)
+    ms = bench(lambda: dst.copy_(src), smoke).ms
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
-def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
+def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
+    """The BN-statistics, TV and augmentation ops against the authors'-style code."""
     from fastdiode.augment import DiodeAugment
     from fastdiode.kernels.bn_stats import moments
     from fastdiode.ops import bn_stat_loss, tv_prior
@@ -67,15 +110,7 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     stats = [(torch.randn(s[1], device=device), torch.rand(s[1], device=device) + 0.5) for s in shapes]
     in_bytes = sum(x.numel() * x.element_size() for x in xs)
 
-    def add(name, ms, bytes_moved=None, target=None, base_ms=None):
-        row = {"name": name, "ms": ms, "target": target}
-        if bytes_moved is not None:
-            row["GB/s"] = bytes_moved / (ms * 1e-3) / 1e9
-            row["% copy bw"] = 100 * row["GB/s"] / copy_gbs
-        if base_ms is not None:
-            row["reference-style ms"] = base_ms
-            row["speed-up"] = base_ms / ms
-        rows.append(row)
+    add = row_adder(rows, copy_gbs)
 
     views = [x.detach().view(x.shape[0], x.shape[1], -1) for x in xs]
     ms = bench(lambda: [moments(v, rm) for v, (rm, _) in zip(views, stats)], smoke)
@@ -105,8 +140,7 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
         del total
 
     img_shape = (2, 3, 13, 17) if smoke else (48, 3, 416, 416)
-    img = torch.rand(img_shape, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    img.requires_grad_(True)
+    img = torch.rand(img_shape, device=device, dtype=dtype).requires_grad_(True)  # NCHW, as the engine keeps it
     img_bytes = img.numel() * img.element_size()
     aug = DiodeAugment(jitter=52, backend="triton")
     gen = torch.Generator(device=device).manual_seed(0)
@@ -118,7 +152,7 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
         torch.autograd.grad(75.0 * l1, img, retain_graph=False)
 
     def reference_tv_aug():
-        x = ref.augment(img, 52)
+        x = ref.augment(img, 52, mask_on_device=True)
         l1, l2 = ref.image_prior_losses(x)
         torch.autograd.grad(75.0 * l1 + 0.0 * l2, img)
 
@@ -129,7 +163,30 @@ def timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
                                               smoke), 4 * img_bytes)
     add("  TV prior fwd+bwd alone", bench(lambda: torch.autograd.grad(tv_prior(x_aug, backend="triton")[0], x_aug),
                                           smoke), 2 * img_bytes)
+    return rows
+
+
+def row_adder(rows: list[dict], copy_gbs: float):
+    """add(name, measured, bytes moved, target, baseline measured): one table row."""
+    def add(name, measured: Measured, bytes_moved=None, target=None, base: Measured | None = None):
+        row = {"name": name, "ms": measured.ms, "range ms": [measured.lo, measured.hi], "target": target}
+        if bytes_moved is not None:
+            row["GB/s"] = bytes_moved / (measured.ms * 1e-3) / 1e9
+            row["% copy bw"] = 100 * row["GB/s"] / copy_gbs
+        if base is not None:
+            row["reference-style ms"] = base.ms
+            row["speed-up"] = base.ms / measured.ms
+        rows.append(row)
+
+    return add
+
+
+def new_op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
+    """HCL, dense KD and roi_crop against their authors'-style code, in bf16 on both sides."""
+    rows: list[dict] = []
+    add = row_adder(rows, copy_gbs)
     distill_op_timings(device, smoke, add)
+    roi_crop_timings(device, smoke, add)
     return rows
 
 
@@ -149,8 +206,7 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     student = [maps((batch, c, n, n)).requires_grad_(True) for c, n in zip(channels, grids)]
     teacher = [maps((batch, c, n, n)) for c, n in zip(channels, grids)]
     nbytes = sum(x.numel() * x.element_size() for x in student)
-    base = bench(lambda: torch.autograd.grad(ref.review_hcl([s.float() for s in student],
-                                                            [t.float() for t in teacher]), student), smoke)
+    base = bench(lambda: torch.autograd.grad(ref.review_hcl(student, teacher), student), smoke)
     add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", bench(
         lambda: torch.autograd.grad(hcl_loss(student, teacher, backend="triton"), student), smoke),
         5 * nbytes, ">= 70% copy bw", base)
@@ -160,12 +216,10 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     s_maps = [m.detach().requires_grad_(True) for m in heads[0::2]]
     t_maps = heads[1::2]
     nbytes = sum(m.numel() * m.element_size() for m in s_maps)
-    base = bench(lambda: torch.autograd.grad(ref.sigmoid_kd([m.float() for m in s_maps], [m.float() for m in t_maps],
-                                                            2.0), s_maps), smoke)
+    base = bench(lambda: torch.autograd.grad(ref.sigmoid_kd(s_maps, t_maps, 2.0), s_maps), smoke)
     add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", bench(
         lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke),
         5 * nbytes, ">= 70% copy bw", base)
-    roi_crop_timings(device, smoke, add)
 
 
 def roi_crop_timings(device, smoke: bool, add) -> None:
@@ -181,14 +235,15 @@ def roi_crop_timings(device, smoke: bool, add) -> None:
     boxes = torch.cat([lo, lo + torch.rand(batch, boxes_per, 2, device=device, generator=g) * 0.35 + 0.05], -1)
     boxes.requires_grad_(True)
     nbytes = 2 * images.numel() * 2 + 2 * 4 * batch * boxes_per * 3 * size * size * 2
-    base = bench(lambda: torch.autograd.grad(ref.dicod_crops(images.float(), boxes, size)[1].sum(), (images, boxes)),
-                 smoke)
+    base = bench(lambda: torch.autograd.grad(ref.dicod_crops(images, boxes.to(images.dtype), size)[1].sum(),
+                                             (images, boxes)), smoke)
     add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", bench(
         lambda: torch.autograd.grad(roi_crop(images, boxes, size, pool=8, backend="triton").sum(), (images, boxes)),
         smoke), nbytes, "vs grid_sample", base)
 
 
-DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the floor of method.md §10
+def peak_tflops(device) -> float:
+    return dense_bf16_tflops(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
 
 
 def model_timings(device, smoke: bool, name: str | None = None, shapes: list | None = None) -> list[dict]:
@@ -204,7 +259,7 @@ def model_timings(device, smoke: bool, name: str | None = None, shapes: list | N
     for size, batch in shapes:
         model = build_model(name).eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
-        floor_ms = 2 * conv_flops(model, size) * batch / (DENSE_BF16_TFLOPS * 1e12) * 1e3
+        floor_ms = 2 * conv_flops(model, size) * batch / (peak_tflops(device) * 1e12) * 1e3
         for mode in ("eager", "compiled"):
             backend = "aot_eager" if smoke else "inductor"  # smoke: exercise the path without inductor codegen
             net = torch.compile(model, backend=backend) if mode == "compiled" else model
@@ -216,9 +271,11 @@ def model_timings(device, smoke: bool, name: str | None = None, shapes: list | N
 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            ms = bench(step, smoke)
+            measured = bench(step, smoke)
+            ms = measured.ms
             peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-            rows.append({"name": f"{name} {size}^2 x {batch} fwd+dgrad, {mode}", "ms": ms, "floor ms": floor_ms,
+            rows.append({"name": f"{name} {size}^2 x {batch} fwd+dgrad, {mode}", "ms": ms,
+                         "range ms": [measured.lo, measured.hi], "floor ms": floor_ms,
                          "% of floor": 100 * floor_ms / ms, "peak GiB": peak / 2**30,
                          "images/s": batch / ms * 1e3, "target": "vs conv floor"})
         del model
@@ -303,7 +360,7 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         sync()
         slow = (time.perf_counter() - start) / steps
         ref_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-        floor = 2 * conv_flops(build_model(name), size) * batch / (DENSE_BF16_TFLOPS * 1e12)
+        floor = 2 * conv_flops(build_model(name), size) * batch / (peak_tflops(device) * 1e12)
         rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "fastdiode eager s/it": eager,
                      "reference s/it": slow, "floor s/it": floor, "% of floor": 100 * floor / fast,
                      "speed-up": slow / fast, "fastdiode peak GiB": fast_peak / 2**30,
@@ -382,29 +439,40 @@ def git_commit() -> str:
         return "unknown"
 
 
-def to_markdown(result: dict) -> str:
-    lines = [f"# GPU suite: fused ops on {result['device']}", "",
-             f"torch {result['torch']}, triton {result['triton']}, commit {result['commit']}, {result['date']}. "
-             f"Measured copy bandwidth: {result['copy GB/s']:.0f} GB/s. bf16, channels_last, YOLOv3 416^2 batch 48.",
-             "", "Correctness on the device: tests/gpu (`pytest -m gpu`), run by make bench-gpu before this suite.", "",
-             "| case | ms | GB/s | % copy bw | reference-style ms | speed-up | target |",
+def ops_table(rows: list[dict]) -> list[str]:
+    lines = ["| case | ms (range of 3 repeats) | GB/s | % copy bw | reference-style ms | speed-up | target |",
              "|---|---:|---:|---:|---:|---:|---|"]
-    for r in result["rows"]:
+    for r in rows:
         if "ms" not in r:
             lines.append(f"| {r['name']} | {r['bytes'] / 2**20:.2f} MiB "
                          f"({r['bytes per channel']:.1f} B per channel) | | | | | {r['target']} |")
             continue
         fmt = lambda k, f: f.format(r[k]) if k in r else ""  # noqa: E731
-        lines.append(f"| {r['name']} | {r['ms']:.3f} | {fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
+        lines.append(f"| {r['name']} | {r['ms']:.3f} ({r['range ms'][0]:.3f}-{r['range ms'][1]:.3f}) | "
+                     f"{fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
                      f"{fmt('reference-style ms', '{:.3f}')} | {fmt('speed-up', '{:.1f}x')} | {r['target'] or ''} |")
-    lines += ["", "## Detector fwd + input gradient (teacher frozen), bf16 channels_last", "",
-              f"Floor: 2 x conv forward FLOPs at {DENSE_BF16_TFLOPS:g} TFLOP/s dense bf16 (method.md §10).", "",
-              "| case | ms | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['ms']:.2f} | {r['floor ms']:.2f} | {r['% of floor']:.0f}% | {r['images/s']:.0f} | "
-              f"{r['peak GiB']:.1f} |" for r in result.get("model_rows", [])]
-    inv = result.get("inversion")
-    if inv:
-        lines += ["", f"## Inversion step: fastdiode vs the reference DIODE loop (teacher compiled: "
+    return lines
+
+
+def model_table(rows: list[dict]) -> list[str]:
+    return ["| case | ms (range) | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"] + [
+        f"| {r['name']} | {r['ms']:.2f} ({r['range ms'][0]:.2f}-{r['range ms'][1]:.2f}) | {r['floor ms']:.2f} | "
+        f"{r['% of floor']:.0f}% | {r['images/s']:.0f} | {r['peak GiB']:.1f} |" for r in rows]
+
+
+def to_markdown(meta: dict, sections: dict) -> str:
+    lines = [f"# GPU suite on {meta['device']}", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Measured copy "
+             f"bandwidth {meta['copy GB/s']:.0f} GB/s; dense bf16 peak taken as {meta['peak TFLOP/s']:g} TFLOP/s. "
+             "Correctness on the device: tests/gpu (`pytest -m gpu`), run by make bench-gpu before this suite.",
+             f"Sections measured: {', '.join(sections) or 'none'}."]
+    inversion = sections.get("inversion")
+    if inversion:
+        inv = inversion["inversion"]
+        lines += ["", "## Detector fwd + input gradient (teacher frozen), bf16 channels_last", "",
+                  "Floor: 2 x conv forward FLOPs at the dense bf16 peak (method.md §10).", "",
+                  *model_table(inversion["model_rows"]),
+                  "", f"## Inversion step: fastdiode vs the reference DIODE loop (teacher compiled: "
                   f"{inv['teacher compiled']})", "",
                   "| shape | fastdiode s/it (CUDA graph) | without graph | conv floor s/it (% reached) | "
                   "reference s/it | speed-up (target 8x) | peak GiB fastdiode / reference (target <= 60%) |",
@@ -412,21 +480,14 @@ def to_markdown(result: dict) -> str:
         lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['fastdiode eager s/it']:.4f} | "
                   f"{r['floor s/it']:.4f} ({r['% of floor']:.0f}%) | {r['reference s/it']:.4f} | "
                   f"{r['speed-up']:.1f}x | {r['fastdiode peak GiB']:.1f} / {r['reference peak GiB']:.1f} "
-                  f"({100 * r['peak ratio']:.0f}%) |"
-                  for r in inv["rows"]]
-        lines += ["", f"Images per GPU-hour over the paper's schedule (2500/1500/1000 iterations at 160/320/416): "
-                  f"fastdiode {inv['images per GPU-hour (paper schedule)']:.0f} (target >= 3000 on an H100), "
-                  f"reference loop {inv['reference images per GPU-hour']:.0f}."]
-    anchor_free = result.get("anchor_free")
-    if anchor_free:
-        inv = anchor_free["inversion"]
-        lines += ["", "## YOLOv8 (anchor-free): fwd + input gradient, and the inversion step (bf16)", "",
-                  "| case | ms | floor ms | % of floor | images/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['name']} | {r['ms']:.2f} | {r['floor ms']:.2f} | {r['% of floor']:.0f}% | "
-                  f"{r['images/s']:.0f} | {r['peak GiB']:.1f} |" for r in anchor_free["model_rows"]]
-        lines += [f"| inversion step, {inv['name']} | {1e3 * inv['fastdiode s/it']:.2f} | | | "
-                  f"{inv['images/s (step only)']:.0f} (step only) | {inv['peak GiB']:.1f} |"]
-    dist = result.get("distill")
+                  f"({100 * r['peak ratio']:.0f}%) |" for r in inv["rows"]]
+        lines += ["", "Images per GPU-hour, the step only (without Y_fp, the resizes between stages and the PNG "
+                  f"writes), over the paper's schedule (2500/1500/1000 iterations at 160/320/416): fastdiode "
+                  f"{inv['images per GPU-hour (paper schedule)']:.0f} (target >= 3000 on an H100), reference loop "
+                  f"{inv['reference images per GPU-hour']:.0f}."]
+    if sections.get("ops"):
+        lines += ["", "## Fused ops, YOLOv3 416^2 batch 48, bf16", "", *ops_table(sections["ops"]["rows"])]
+    dist = sections.get("distill")
     if dist:
         lines += ["", f"## Distillation student step ({dist['shape']}, bf16, Adam) and loader", "",
                   "| step | images/s | first call s | peak GiB |", "|---|---:|---:|---:|"]
@@ -434,15 +495,40 @@ def to_markdown(result: dict) -> str:
                   for k, v in dist["step"].items()]
         lines += ["", "| loader | images/s |", "|---|---:|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in dist["loader"].items()]
+    new = sections.get("new")
+    if new:
+        inv = new["anchor_free"]["inversion"]
+        lines += ["", "## Newer ops (bf16 on both sides)", "", *ops_table(new["rows"]),
+                  "", "## YOLOv8 (anchor-free): fwd + input gradient, and the inversion step (bf16)", "",
+                  *model_table(new["anchor_free"]["model_rows"]),
+                  "", f"Inversion step, {inv['name']}: {1e3 * inv['fastdiode s/it']:.2f} ms per iteration, "
+                  f"{inv['images/s (step only)']:.0f} images/s (step only), peak {inv['peak GiB']:.1f} GiB."]
     return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("inversion", "ops", "distill", "new")
+
+
+def run_section(name: str, device, smoke: bool, copy_gbs: float, compile_teacher: bool) -> dict:
+    if name == "inversion":
+        return {"model_rows": model_timings(device, smoke),
+                "inversion": inversion_timings(device, smoke, compile_teacher)}
+    if name == "ops":
+        return {"rows": op_timings(device, smoke, copy_gbs)}
+    if name == "distill":
+        return distill_timings(device, smoke)
+    return {"rows": new_op_timings(device, smoke, copy_gbs),
+            "anchor_free": anchor_free_timings(device, smoke, compile_teacher)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results", help="folder for ops_gpu.json and ops_gpu.md")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for gpu_<section>.json and ops_gpu.md")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes on CPU (Triton interpreter): checks the script")
-    parser.add_argument("--compile", action="store_true", help="compile the teacher in the inversion timings")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--no-compile", action="store_true",
+                        help="time the inversion with an eager teacher (the default compiles it, as the engine does)")
     args = parser.parse_args()
     if args.smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -451,25 +537,26 @@ def main() -> None:
         sys.exit("gpu_suite: no CUDA device; run with --smoke to check the script on CPU")
     else:
         device = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True  # every side, before any graph capture
     import triton
 
-    copy_gbs = copy_bandwidth(device, args.smoke)
-    result = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)",
-        "torch": torch.__version__, "triton": triton.__version__, "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "copy GB/s": copy_gbs,
-    }
-    result["rows"] = timings(device, args.smoke, copy_gbs)
-    result["model_rows"] = model_timings(device, args.smoke)
-    result["inversion"] = inversion_timings(device, args.smoke, args.compile)
-    result["distill"] = distill_timings(device, args.smoke)
-    result["anchor_free"] = anchor_free_timings(device, args.smoke, args.compile)
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)",
+            "torch": torch.__version__, "triton": triton.__version__, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "copy GB/s": copy_bandwidth(device, args.smoke),
+            "peak TFLOP/s": peak_tflops(device)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_smoke" if args.smoke else ""
-    (out / f"ops_gpu{suffix}.json").write_text(json.dumps(result, indent=2))
-    (out / f"ops_gpu{suffix}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    for name in args.sections:
+        start = time.perf_counter()
+        section = run_section(name, device, args.smoke, meta["copy GB/s"], not args.no_compile)
+        section["seconds"] = time.perf_counter() - start
+        (out / f"gpu_{name}{suffix}.json").write_text(json.dumps({**meta, name: section}, indent=2))
+        print(f"gpu_suite: section {name} done in {section['seconds']:.0f} s", flush=True)
+    sections = {name: json.loads(path.read_text())[name] for name in SECTIONS
+                if (path := out / f"gpu_{name}{suffix}.json").is_file()}
+    (out / f"ops_gpu{suffix}.md").write_text(to_markdown(meta, sections))
+    print(to_markdown(meta, sections))
 
 
 if __name__ == "__main__":

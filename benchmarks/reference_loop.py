@@ -5,6 +5,9 @@ permute().contiguous() variance and torch.norm, per-layer .item() logging every 
 driven by Python's `random`, a random-erase mask built on the CPU, the targets round-tripped through the
 CPU every step, and a teacher whose weights still require gradients (eval mode only). The detection loss is
 fastdiode's yolo_loss (the same arithmetic as the reference's), so the comparison does not hinge on it.
+
+``competent=True`` is the same loop as a careful user would run it: the teacher frozen
+(``requires_grad_(False)``: no weight gradients) and run in channels_last, everything else unchanged.
 """
 from __future__ import annotations
 
@@ -28,12 +31,16 @@ def move_boxes_on_cpu(targets: torch.Tensor, dy: int, dx: int, flip: bool, size:
 
 def reference_inversion(teacher, targets: torch.Tensor, size: int, iterations: int, lr: float = 0.2,
                         jitter: int = 16, seed: int = 0, bn_weight: float = 0.1, tv_weight: float = 75.0,
-                        fp16: bool = False) -> list:
+                        fp16: bool = False, competent: bool = False) -> list:
     """Run the reference loop; ``fp16`` wraps the teacher in autocast as the reference's (broken) fp16 path
-    would, for a like-for-like mixed-precision comparison on a GPU."""
+    would, for a like-for-like mixed-precision comparison on a GPU; ``competent`` freezes the teacher and runs it
+    in channels_last."""
     random.seed(seed)
     torch.manual_seed(seed)
     teacher.eval()  # parameters keep requires_grad=True, as in the reference
+    layout = torch.channels_last if competent else torch.contiguous_format
+    if competent:
+        teacher.requires_grad_(False).to(memory_format=layout)
     hooks = ref.BNFeatureHooks(teacher)
     device = next(teacher.parameters()).device
     x = torch.randn(targets.shape[0], 3, size, size, device=device).clamp(0, 1).requires_grad_(True)
@@ -55,7 +62,7 @@ def reference_inversion(teacher, targets: torch.Tensor, size: int, iterations: i
             opt.zero_grad()
             teacher.zero_grad()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fp16):
-                preds = teacher(inputs)
+                preds = teacher(inputs.contiguous(memory_format=layout))
             det, _ = yolo_loss(preds, moved, teacher)
             per_layer = [v.item() for v in hooks.values]  # the reference logs every layer, every step
             l1, _l2 = ref.image_prior_losses(inputs)

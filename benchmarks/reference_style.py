@@ -50,9 +50,11 @@ def image_prior_losses(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss_var_l1, loss_var_l2
 
 
-def random_erase_mask(batch: int, height: int, width: int, p: float = 0.5) -> torch.Tensor:
-    """A CPU-built (B, 1, H, W) keep-mask as the reference builds it, image by image in Python."""
-    mask = torch.ones(batch, 1, height, width)
+def random_erase_mask(batch: int, height: int, width: int, p: float = 0.5,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """A (B, 1, H, W) keep-mask as the reference builds it, image by image in Python; on the CPU as the reference
+    does (``device`` puts it on the GPU instead: no host-to-device copy, for a fair GPU baseline)."""
+    mask = torch.ones(batch, 1, height, width, device=device)
     for i in range(batch):
         if random.random() < p:
             area = random.uniform(0.02, 0.2) * height * width
@@ -65,8 +67,9 @@ def random_erase_mask(batch: int, height: int, width: int, p: float = 0.5) -> to
     return mask
 
 
-def augment(x: torch.Tensor, jitter: int) -> torch.Tensor:
-    """The reference's per-step augmentation: roll, flip, brightness, contrast, random erasing."""
+def augment(x: torch.Tensor, jitter: int, mask_on_device: bool = False) -> torch.Tensor:
+    """The reference's per-step augmentation: roll, flip, brightness, contrast, random erasing (the erase mask built
+    on the CPU and copied over, or with ``mask_on_device`` built where x is)."""
     off1, off2 = random.randint(-jitter, jitter), random.randint(-jitter, jitter)
     x = torch.roll(x, shifts=(off1, off2), dims=(2, 3))
     if random.random() < 0.5:
@@ -74,7 +77,8 @@ def augment(x: torch.Tensor, jitter: int) -> torch.Tensor:
     b = x.shape[0]
     x = x + 0.2 * torch.randn(b, 1, 1, 1, device=x.device)
     x = x * (1 + 0.1 * torch.randn(b, 1, 1, 1, device=x.device))
-    return x * random_erase_mask(b, x.shape[2], x.shape[3]).to(x.device)
+    mask = random_erase_mask(b, x.shape[2], x.shape[3], device=x.device if mask_on_device else "cpu")
+    return x * mask.to(x.device)
 
 
 def review_hcl(fstudent: list[torch.Tensor], fteacher: list[torch.Tensor]) -> torch.Tensor:

@@ -14,11 +14,16 @@ def test_gpu_suite_smoke(tmp_path):
     root = Path(__file__).resolve().parent.parent
     subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_suite.py"), "--smoke", "--out", str(tmp_path)],
                    check=True, cwd=root, capture_output=True, env={**os.environ, "TRITON_INTERPRET": "1"})
-    result = json.loads((tmp_path / "ops_gpu_smoke.json").read_text())
-    assert {r["name"].split(",")[0] for r in result["rows"]} >= {"BN statistics pass", "BN-statistics loss fwd+bwd"}
+    sections = {name: json.loads((tmp_path / f"gpu_{name}_smoke.json").read_text())[name]
+                for name in ("inversion", "ops", "distill", "new")}  # every section saved on its own
+    assert {r["name"].split(",")[0] for r in sections["ops"]["rows"]} >= {"BN statistics pass",
+                                                                           "BN-statistics loss fwd+bwd"}
     assert (tmp_path / "ops_gpu_smoke.md").read_text().startswith("# GPU suite")
-    assert [r["name"].split(" ")[0] for r in result["model_rows"]] == ["yolo-micro"] * 4
-    assert len(result["inversion"]["rows"]) == 3 and result["inversion"]["images per GPU-hour (paper schedule)"] > 0
+    models, inversion = sections["inversion"]["model_rows"], sections["inversion"]["inversion"]
+    assert [r["name"].split(" ")[0] for r in models] == ["yolo-micro"] * 4
+    assert len(inversion["rows"]) == 3 and inversion["images per GPU-hour (paper schedule)"] > 0
+    assert {r["name"].split(" ")[0] for r in sections["new"]["rows"]} == {"HCL", "dense", "roi_crop"}
+    assert all(len(r["range ms"]) == 2 for r in sections["ops"]["rows"] if "ms" in r)
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ proxy sets (random crops of scikit-learn's two bundled photographs, and Gaussian
 Each canvas holds 1-4 digits, each upscaled to 16-48 px, coloured, alpha-composited by its intensity with
 limited overlap; a digit's box is the tight box of its *visible* pixels (alpha > 0 after occlusion), so box
 borders touch digit pixels and every pixel outside all boxes is background. Train and val digits come from
-disjoint scans. Everything is a pure function of (seed, split, image index).
+disjoint scans; the optional holdout split is drawn like the train split (its scans, other canvases), so settings can
+be chosen on it without looking at val. Everything is a pure function of (seed, split, image index).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from fastdiode.runtime.schedule import derive_seed
 
 log = logging.getLogger("fastdiode")
 CLASS_NAMES = [str(d) for d in range(10)]
-SPLITS = {"train": 0, "val": 1, "photos": 2, "noise": 3}
+SPLITS = {"train": 0, "val": 1, "photos": 2, "noise": 3, "holdout": 4}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class DigitsSpec:
     train: int = 4000
     val: int = 500
     proxy: int = 1000  # images in each of the photos and noise sets
+    holdout: int = 0  # images held out from the train distribution (train scans), for choosing settings
     size: int = 96
     min_digit: int = 16
     max_digit: int = 48
@@ -139,12 +141,14 @@ def _write(path: Path, image: np.ndarray) -> None:
 
 
 def build_digits(out: str | Path, spec: DigitsSpec = DigitsSpec(), progress: bool = True) -> dict[str, Path]:
-    """Write ``out/{train,val}`` (images/, labels/, annotations.json) and ``out/{photos,noise}`` (images/).
-    A finished set (its ``done.json`` matches ``spec``) is reused; an interrupted one is rebuilt."""
+    """Write ``out/{train,val}`` (images/, labels/, annotations.json), ``out/{photos,noise}`` (images/) and, with
+    ``spec.holdout``, ``out/holdout`` (labelled, from the train scans). A finished set (its ``done.json`` matches
+    ``spec``) is reused; an interrupted one is rebuilt."""
     from tqdm import tqdm
 
     out = Path(out)
-    counts = {"train": spec.train, "val": spec.val, "photos": spec.proxy, "noise": spec.proxy}
+    counts = {"train": spec.train, "val": spec.val, "photos": spec.proxy, "noise": spec.proxy,
+              **({"holdout": spec.holdout} if spec.holdout else {})}
     scans = photos = None
     paths = {}
     for split, n in counts.items():
@@ -153,7 +157,7 @@ def build_digits(out: str | Path, spec: DigitsSpec = DigitsSpec(), progress: boo
         done = folder / "done.json"
         if done.is_file() and json.loads(done.read_text()) == stamp:
             continue
-        if split in ("train", "val") and scans is None:
+        if split in ("train", "val", "holdout") and scans is None:
             scans = _scans(spec)
         if split == "photos" and photos is None:
             from sklearn.datasets import load_sample_images
@@ -164,8 +168,8 @@ def build_digits(out: str | Path, spec: DigitsSpec = DigitsSpec(), progress: boo
         for i in tqdm(range(n), desc=f"digits {split}", unit="img", disable=not progress):
             rng = np.random.default_rng(derive_seed(spec.seed, SPLITS[split], i))
             name = f"{split}_{i:05d}"
-            if split in ("train", "val"):
-                image, boxes = digit_canvas(rng, *scans[split], spec)
+            if split in ("train", "val", "holdout"):
+                image, boxes = digit_canvas(rng, *scans["val" if split == "val" else "train"], spec)
                 boxes_t = torch.from_numpy(boxes).float()
                 write_yolo_labels(folder / "labels" / f"{name}.txt", boxes_t)
                 files.append((f"{name}.png", spec.size, spec.size, boxes_t))

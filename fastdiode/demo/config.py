@@ -25,6 +25,8 @@ class Row:
     inversion: list[str] = field(default_factory=list)  # diode rows: key=value overrides of the inversion section
     distill: list[str] = field(default_factory=list)  # key=value overrides of the distill section for this row
     seeds: list[int] = field(default_factory=list)  # train.seed of each run (mean ± std); empty: the section's seed
+    baseline: str | None = None  # another row: the paired difference over the seeds both ran, with a 95% interval
+    eval_on: str = "val"  # val, or holdout (the split held out from the train set, for choosing settings)
 
 
 @dataclass
@@ -56,9 +58,17 @@ class DemoConfig:
                 raise ConfigError(f"rows[{i}].distill: {e}") from None
             if len(set(row.seeds)) != len(row.seeds):
                 raise ConfigError(f"rows[{i}].seeds: {row.seeds} repeats a seed")
+            if row.eval_on not in ("val", "holdout"):
+                raise ConfigError(f"rows[{i}].eval_on: {row.eval_on!r} is not one of val, holdout")
+            if row.eval_on == "holdout" and not self.data.holdout:
+                raise ConfigError(f"rows[{i}].eval_on: holdout needs data.holdout images (the split held out from "
+                                  "the train set)")
         names = [r.name for r in self.rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"rows: names must be unique, got {names}")
+        for i, row in enumerate(self.rows):
+            if row.baseline is not None and row.baseline not in names:
+                raise ConfigError(f"rows[{i}].baseline: {row.baseline!r} is not a row (rows: {', '.join(names)})")
         try:
             self.inversion.validate()
         except ConfigError as e:

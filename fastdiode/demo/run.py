@@ -144,22 +144,25 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
         finals, seconds = [], synth_seconds
         for seed in row.seeds or [None]:
             run_dir = out / "students" / row.name / (f"seed{seed}" if row.seeds else "")
-            summary = distill(cfg, row, source, teacher_path, data["val"], run_dir, device, seed)
+            summary = distill(cfg, row, source, teacher_path, data[row.eval_on], run_dir, device, seed)
             metrics = (run_dir / "metrics.jsonl").read_text()
             histories[row.name if seed is None or seed == row.seeds[0] else f"{row.name} seed {seed}"] = \
                 [json.loads(line) for line in metrics.splitlines()]
             finals.append(summary["final_eval"] or {})
             seconds += summary["seconds"]
-        entry = {"row": row.name, "source": row.source, "seeds": row.seeds,
-                 "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
+        entry = {"row": row.name, "source": row.source, "seeds": row.seeds, "eval_on": row.eval_on,
+                 "baseline": row.baseline, "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
                  "minutes": seconds / 60, "synth_minutes": synth_seconds / 60,
-                 "tide": mean_tide([f.get("tide") for f in finals])}
+                 "tide": mean_tide([f.get("tide") for f in finals]), "tide runs": [f.get("tide") for f in finals]}
         for key in ("mAP@.5", "mAP@[.5:.95]"):
             values = torch.tensor([f.get(key, 0.0) for f in finals], dtype=torch.float64)
             entry[key] = values.mean().item()
             entry[f"{key} std"] = values.std().item() if len(values) > 1 else None
             entry[f"{key} runs"] = values.tolist()
         table.append(entry)
+    for entry in table:
+        if entry["baseline"] is not None:
+            entry["vs baseline"] = paired_differences(entry, next(r for r in table if r["row"] == entry["baseline"]))
     plot_comparison(histories, out / "curves.png")
     tides = {r["row"]: r["tide"] for r in table if r["tide"]}
     if tides:
@@ -178,17 +181,42 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     return table
 
 
+def paired_differences(row: dict, base: dict) -> dict:
+    """Per metric, the row minus its baseline over the seeds both ran: mean, 95% t-interval, n (the interval is
+    None with fewer than two pairs)."""
+    from scipy import stats
+
+    seeds = row["seeds"] or [None]
+    base_seeds = base["seeds"] or [None]
+    out = {}
+    for key in ("mAP@.5", "mAP@[.5:.95]"):
+        pairs = [(a, base[f"{key} runs"][base_seeds.index(s)]) for s, a in zip(seeds, row[f"{key} runs"])
+                 if s in base_seeds]
+        diffs = torch.tensor([a - b for a, b in pairs], dtype=torch.float64)
+        n, mean = len(diffs), diffs.mean().item() if len(diffs) else float("nan")
+        half = stats.t.ppf(0.975, n - 1) * diffs.std().item() / n ** 0.5 if n > 1 else None
+        out[key] = {"mean": mean, "ci95": None if half is None else [mean - half, mean + half], "n": n}
+    return out
+
+
 def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
-    lines = ["| data source | mAP@0.5 | mAP@[.5:.95] | % of teacher mAP@0.5 | images | minutes |",
-             "|---|---:|---:|---:|---:|---:|",
+    lines = ["| data source (seeds) | mAP@0.5 | mAP@[.5:.95] | % of teacher mAP@0.5 | vs baseline, mAP@[.5:.95] "
+             "(paired, 95% interval) | images | minutes |",
+             "|---|---:|---:|---:|---|---:|---:|",
              f"| teacher (trained on real labels) | {teacher['mAP@.5']:.3f} | {teacher['mAP@[.5:.95]']:.3f} | 100% "
-             f"| {teacher_images} | - |"]
+             f"| | {teacher_images} | - |"]
     for r in table:
         share = 100 * r["mAP@.5"] / teacher["mAP@.5"] if teacher["mAP@.5"] else 0.0
         fmt = {k: f"{r[k]:.3f}" + (f" ± {r[k + ' std']:.3f}" if r.get(k + " std") is not None else "")
                for k in ("mAP@.5", "mAP@[.5:.95]")}
-        lines.append(f"| {r['row']} ({r['source']}) | {fmt['mAP@.5']} | {fmt['mAP@[.5:.95]']} | {share:.0f}% "
-                     f"| {r['images']} | {r['minutes']:.1f} |")
+        versus = ""
+        if r.get("vs baseline"):
+            d = r["vs baseline"]["mAP@[.5:.95]"]
+            interval = f" [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d["ci95"] else ""
+            versus = f"{100 * d['mean']:+.1f} points{interval} vs {r['baseline']} (n={d['n']})"
+        where = "" if r.get("eval_on", "val") == "val" else ", on holdout"
+        lines.append(f"| {r['row']} ({r['source']}{where}, {len(r['seeds']) or 1}) | {fmt['mAP@.5']} | "
+                     f"{fmt['mAP@[.5:.95]']} | {share:.0f}% | {versus} | {r['images']} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 
 
@@ -213,7 +241,10 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
         f"Teacher: {cfg.teacher or 'the shipped digits teacher'}; student: {student.model} (width {student.width}), "
         f"{cfg.distill.train.steps} steps of {cfg.distill.train.batch_size} images at {cfg.distill.train.img_size} px "
         "(mimic learning unless a row says otherwise), the same for every row. Every student is evaluated on the real "
-        f"digits validation set ({cfg.data.val} images); rows with several seeds give mean ± std over their runs. "
+        f"digits validation set ({cfg.data.val} images), except rows marked 'on holdout' (the {cfg.data.holdout} "
+        "images held out from the train set, on which settings are chosen); rows with several seeds give mean ± std "
+        "over their runs, and a row with a baseline the paired difference over the seeds both ran, with its 95% "
+        "t-interval. "
         f"Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "
         f"{minutes:.1f} min (finished rows are reused). Machine: {state}.", "",
         format_table(teacher, table, cfg.data.train), "",

@@ -12,22 +12,36 @@ MINI = ["data={train: 48, val: 24, proxy: 24, size: 96, seed: 0}", "inversion.st
         "rows=[{name: diode, source: diode, images: 8}, {name: real, source: real}, {name: noise, source: noise}]"]
 
 
-@pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
-def test_shipped_teacher_scores_on_the_digits_val_set(tmp_path):
-    """The packaged checkpoint loads and scores >= 0.90 mAP@0.5 on a fixed 120-image validation subset."""
+@pytest.mark.parametrize("name, config", [("teacher_digits", "teacher_digits"),
+                                          ("teacher_digits_v8", "teacher_digits_v8")])
+def test_shipped_teachers_score_on_the_digits_val_set(tmp_path, name, config):
+    """The packaged checkpoints load and score >= 0.90 mAP@0.5 on a fixed 120-image validation subset."""
     import torch
 
     from fastdiode.data.digits import DigitsSpec, build_digits
     from fastdiode.demo.run import evaluate_teacher
     from fastdiode.models import load, load_info
 
+    path = SHIPPED_TEACHER.with_name(f"{name}.safetensors")
     paths = build_digits(tmp_path, DigitsSpec(train=0, val=120, proxy=0), progress=False)
-    teacher = load(SHIPPED_TEACHER)
+    teacher = load(path)
     stats = evaluate_teacher(teacher, paths["val"], torch.device("cpu"))
     assert stats["mAP@.5"] >= 0.90
-    info = load_info(SHIPPED_TEACHER)
-    assert info["metadata"]["command"].startswith("fastdiode train --config configs/teacher_digits.yaml")
-    assert SHIPPED_TEACHER.stat().st_size <= 10 * 2**20
+    info = load_info(path)
+    assert info["metadata"]["command"].startswith(f"fastdiode train --config configs/{config}.yaml")
+    assert path.stat().st_size <= 10 * 2**20
+
+
+def test_paired_differences_and_their_interval():
+    """Differences are paired by seed (seeds only one row ran are left out); the interval is the t-interval."""
+    from fastdiode.demo.run import paired_differences
+
+    base = {"seeds": [0, 1, 2, 3], "mAP@.5 runs": [0.5, 0.5, 0.5, 0.5], "mAP@[.5:.95] runs": [0.30, 0.32, 0.31, 0.9]}
+    row = {"seeds": [0, 1, 2], "mAP@.5 runs": [0.6, 0.6, 0.6], "mAP@[.5:.95] runs": [0.31, 0.35, 0.33]}
+    d = paired_differences(row, base)["mAP@[.5:.95]"]
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.02)
+    half = 4.302653 * 0.01 / 3 ** 0.5  # t(0.975, 2) x std of (0.01, 0.03, 0.02) / sqrt(3)
+    assert d["ci95"] == pytest.approx([0.02 - half, 0.02 + half], rel=1e-5)
 
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
