@@ -6,6 +6,7 @@ from fastdiode.ops.frozen_conv import frozen_conv2d
 from fastdiode.ops.gather_affine import gather_affine_mask, gather_affine_mask_reference
 from fastdiode.ops.hcl import hcl_loss, hcl_loss_reference
 from fastdiode.ops.kd import dense_kd_loss, dense_kd_loss_reference, kd_loss, kd_loss_reference
+from fastdiode.ops.lsq import lsq_fake_quant, lsq_fake_quant_reference
 from fastdiode.ops.roi_crop import roi_crop, roi_crop_reference
 from fastdiode.ops.tv import tv_prior, tv_prior_reference
 
@@ -25,6 +26,8 @@ __all__ = [
     "hcl_loss_reference",
     "kd_loss",
     "kd_loss_reference",
+    "lsq_fake_quant",
+    "lsq_fake_quant_reference",
     "roi_crop",
     "roi_crop_reference",
     "tv_prior",
