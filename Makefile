@@ -14,7 +14,7 @@ TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[test,dali]'
+	$(PY) -m pip install -e '.[test,dali,quantize]'
 	touch $@
 
 setup: $(STAMP)

@@ -28,6 +28,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "faster-coco-eval", "ruff"],
+        "quantize": ["torchao>=0.13"],  # fastdiode quantize: the PT2E int8 flow
         "dali": ["nvidia-dali-cuda120; platform_system == 'Linux'"],
     },
     entry_points={"console_scripts": ["fastdiode = fastdiode.cli:main"]},

@@ -1,9 +1,9 @@
 """The ``fastdiode`` command line: it parses arguments and calls the engines, nothing more. Subcommands:
 ``invert`` (synthesize a detection dataset from a teacher), ``distill`` (train a student by mimicking a
 teacher), ``train`` (train a detector on labels), all also under torchrun, ``eval`` (COCO mAP of a detector on
-an image folder), ``convert`` (an ultralytics or darknet detector as a fastdiode checkpoint), ``data`` (build the
-digits benchmark's data; cut object crops), ``train-classifier`` (DICOD's crop classifier) and ``demo`` (the
-digits benchmark)."""
+an image folder), ``quantize`` (int8 PTQ or QAT without the data), ``convert`` (an ultralytics or darknet detector
+as a fastdiode checkpoint), ``data`` (build the digits benchmark's data; cut object crops), ``train-classifier``
+(DICOD's crop classifier) and ``demo`` (the digits benchmark)."""
 from __future__ import annotations
 
 import argparse
@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fastdiode.runtime import resolve_device
 
     device = resolve_device(args.device)
-    model = load_detector(args.weights, args.model, args.cfg, args.classes)
+    model = load_detector(args.weights, args.model, args.cfg, args.classes, quantized_ok=True)
     result = coco_map(model, args.images, args.annotations, args.img_size, args.batch_size, args.conf_thres,
                       args.iou_thres, args.max_det, device, args.out)
     print(format_eval_report(result))
@@ -133,6 +133,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"\nwrote {Path(args.out) / 'metrics.json'}, metrics.txt and detections.json")
     else:
         print(json.dumps(result["stats"]))
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from fastdiode.config import load_config
+    from fastdiode.loading import load_teacher
+    from fastdiode.quantize import QuantizeConfig, run_quantize
+    from fastdiode.runtime import run_context
+
+    cfg = load_config(QuantizeConfig, args.config, args.overrides)
+    if args.resume and cfg.mode != "qat":
+        raise ValueError("--resume: only mode=qat runs resume (a PTQ run takes seconds to minutes; rerun it)")
+    loaded = load_teacher(cfg.teacher)
+    with run_context(cfg.run.device if cfg.mode == "qat" else "cpu") as ctx:
+        report = run_quantize(cfg, loaded, ctx, args.resume, record=ctx.record(cfg.run.backend, loaded.source))
+    if ctx.rank == 0:
+        line = f"fastdiode quantize: {report['spec']} {cfg.mode} of {loaded.source} in {report['seconds']:.0f} s"
+        for name, stats in report["eval"].items():
+            if stats:
+                line += f"; {name} mAP@.5 {stats['mAP@.5']:.4f}, mAP@[.5:.95] {stats['mAP@[.5:.95]']:.4f}"
+        for batch, row in report.get("latency", {}).get("batches", {}).items():
+            line += f"; batch {batch}: int8 {row['int8']['median_ms']:.1f} ms vs fp32 {row['fp32']['median_ms']:.1f} ms"
+        print(f"{line} -> {cfg.out}")
     return 0
 
 
@@ -191,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. distill.train.steps=300")
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")
-    ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors), darknet .weights or "
-                    "ultralytics detection checkpoint (.pt)")
+    ev.add_argument("--weights", required=True, help="fastdiode checkpoint (.safetensors; also fake-quantized), "
+                    "int8 program (.pt2, from fastdiode quantize), darknet .weights or ultralytics detection "
+                    "checkpoint (.pt)")
     ev.add_argument("--model", help="built-in architecture of a darknet .weights file (yolov3, yolov3-spp, ...)")
     ev.add_argument("--cfg", help="darknet .cfg of a darknet .weights file")
     ev.add_argument("--classes", type=int, default=None, help="classes of --model (default 80, COCO)")
@@ -206,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ev.add_argument("--out", help="folder for detections.json, metrics.json and metrics.txt")
     ev.set_defaults(func=cmd_eval)
+    quant = sub.add_parser("quantize", help="quantize a detector without its data: int8 post-training quantization "
+                           "(mode=ptq) or quantization-aware distillation (mode=qat) on synthesized images")
+    quant.add_argument("--config", help="YAML config (configs/quantize_ptq.yaml, configs/quantize_qat.yaml)")
+    quant.add_argument("--resume", action="store_true", help="mode=qat: continue the run in out where it stopped")
+    quant.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. teacher=T.safetensors "
+                       "calib=runs/invert mode=ptq")
+    quant.set_defaults(func=cmd_quantize)
     conv = sub.add_parser("convert", help="write a detector (an ultralytics .pt, darknet .weights, ...) as a fastdiode "
                                           "checkpoint (safetensors + json)")
     conv.add_argument("weights", help="ultralytics detection checkpoint (.pt; read without running code from it), "

@@ -128,8 +128,16 @@ def _renamed(cls, data: dict, prefix: str) -> dict:
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict; missing keys keep their defaults. A class may map old key
-    names to new ones in a ``RENAMED`` class variable: the old key is accepted with a deprecation warning."""
+    """Build dataclass ``cls`` from a (nested) dict: its defaults with the keys of ``data`` set
+    (:func:`merge_into`)."""
+    return merge_into(cls(), data, prefix)
+
+
+def merge_into(base: T, data: dict, prefix: str = "") -> T:
+    """``base`` (a dataclass instance) with the keys of ``data`` set; a section given in part keeps the other
+    values of ``base``'s section (a config's own section defaults included). A class may map old key names to
+    new ones in a ``RENAMED`` class variable: the old key is accepted with a deprecation warning."""
+    cls = type(base)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     data = _renamed(cls, data, prefix)
@@ -138,8 +146,15 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]}; valid keys{' of ' + prefix if prefix else ''}: "
                           f"{', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    kwargs = {}
+    for k, v in data.items():
+        key, current = f"{prefix}.{k}" if prefix else k, getattr(base, k)
+        shorthand = getattr(current, "SHORTHAND", None)
+        if dataclasses.is_dataclass(current) and shorthand is not None and isinstance(v, str):
+            v = {shorthand: v}
+        kwargs[k] = merge_into(current, v, key) if dataclasses.is_dataclass(current) and isinstance(v, dict) \
+            else _coerce(v, hints[k], key)
+    return dataclasses.replace(base, **kwargs)
 
 
 def to_dict(cfg) -> dict:

@@ -10,6 +10,8 @@ import torch
 from fastdiode import models
 from fastdiode.config import TeacherConfig
 from fastdiode.models.detector import Detector
+from fastdiode.models.int8_program import SUFFIX as INT8_SUFFIX
+from fastdiode.models.int8_program import load_int8
 from fastdiode.models.ultra import NAME as ULTRA_NAME
 from fastdiode.models.ultralytics_checkpoint import load_ultralytics
 
@@ -26,11 +28,21 @@ def build_detector(model: str | None, darknet_cfg: str | None, num_classes: int 
 
 
 def load_detector(weights: str | Path, model: str | None = None, darknet_cfg: str | None = None,
-                  num_classes: int | None = None, width: float | None = None, depth: int | None = None) -> Detector:
+                  num_classes: int | None = None, width: float | None = None, depth: int | None = None,
+                  quantized_ok: bool = False) -> Detector:
     """A fastdiode checkpoint (NAME.safetensors + NAME.json), a darknet .weights file with the built-in ``model`` or
     the darknet ``.cfg`` file it belongs to, or an ultralytics detection checkpoint (``.pt``, read without
-    ultralytics and without running code from the file: :mod:`fastdiode.models.ultralytics_checkpoint`)."""
+    ultralytics and without running code from the file: :mod:`fastdiode.models.ultralytics_checkpoint`). With
+    ``quantized_ok`` (evaluation) also what ``fastdiode quantize`` writes: an int8 program (``.pt2``) or a
+    fake-quantized checkpoint; elsewhere these are an error that says so."""
     path = Path(weights)
+    if path.suffix == INT8_SUFFIX:
+        if not quantized_ok:
+            raise ValueError(f"{path}: an int8 program (fastdiode quantize), but an FP detector is expected here")
+        net = load_int8(path)
+        if num_classes is not None and net.num_classes != num_classes:
+            raise ValueError(f"{path}: {net.num_classes} classes, but {num_classes} were asked for")
+        return net
     if path.suffix == ".pt":
         if model or darknet_cfg:
             raise ValueError(f"--weights {path}: an ultralytics checkpoint carries its own architecture; drop "
@@ -46,7 +58,7 @@ def load_detector(weights: str | Path, model: str | None = None, darknet_cfg: st
         return models.load_darknet_weights(net, path)
     if model or darknet_cfg:
         raise ValueError(f"--weights {path}: a fastdiode checkpoint carries its own architecture; drop --model/--cfg")
-    net = models.load(path)
+    net = models.load(path, kind=("detector", "fake-quant-detector") if quantized_ok else "detector")
     if num_classes is not None and net.num_classes != num_classes:
         raise ValueError(f"{path}: {net.num_classes} classes, but {num_classes} were asked for")
     return net

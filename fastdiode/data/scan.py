@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fastdiode.data.images import IMAGE_SUFFIXES
 from fastdiode.data.labels import ClassRangeError, CocoLabels, coco_dict, read_yolo_labels
+from fastdiode.runtime.files import atomic_write
 
 log = logging.getLogger("fastdiode")
 
@@ -48,6 +49,19 @@ class ScannedDataset:
     def coco(self, class_names: list[str]) -> dict:
         """The items as a COCO annotation dict (image ids count from 1 in item order)."""
         return coco_dict([(i.path.name, i.width, i.height, i.boxes) for i in self.items], class_names)
+
+
+def coco_ground_truth(root: str | Path, class_names: list[str], out: str | Path) -> tuple[Path, Path]:
+    """(image folder, COCO json) of the labelled dataset ``root``: its own annotations.json, or for YOLO labels
+    one written (atomically) as ``out``/val_annotations.json."""
+    images, labels = dataset_paths(root)
+    if labels.suffix == ".json":
+        return images, labels
+    scanned = scan_dataset(root, len(class_names), strict=True)
+    gt = Path(out) / "val_annotations.json"
+    gt.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(gt, lambda tmp: tmp.write_text(json.dumps(scanned.coco(class_names))))
+    return images, gt
 
 
 def labels_beside(image_dir: str | Path) -> Path:

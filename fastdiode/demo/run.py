@@ -22,9 +22,9 @@ from fastdiode.eval.coco import TIDE_MAIN, TIDE_SPECIAL
 from fastdiode.eval.curves import plot_comparison
 from fastdiode.eval.tide_chart import mean_tide, plot_tide
 from fastdiode.inversion.job import content_hash
-from fastdiode.inversion.targets import detections_to_targets
 from fastdiode.loading import build_student, load_teacher
 from fastdiode.models import load
+from fastdiode.models.boxes import detections_to_targets
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.distributed import RunContext
 from fastdiode.runtime.files import atomic_write

@@ -11,7 +11,6 @@ Batches are a pure function of (seed, step, rank) (:class:`fastdiode.data.batch_
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from fastdiode.config import config_hash, to_dict
 from fastdiode.data.batch_plan import BatchPlan
 from fastdiode.data.jitter import JitterRanges
 from fastdiode.data.loader import batches
-from fastdiode.data.scan import ScannedDataset, dataset_paths, scan_dataset
+from fastdiode.data.scan import ScannedDataset, coco_ground_truth, scan_dataset
 from fastdiode.distill.config import TrainConfig
 from fastdiode.distill.ema import ModelEMA
 from fastdiode.distill.sync_bn import convert_sync_batchnorm
@@ -36,7 +35,6 @@ from fastdiode.models import checkpoint
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.device import autocast_dtype, compile_enabled, precision_name
 from fastdiode.runtime.distributed import RunContext, RunRecord
-from fastdiode.runtime.files import atomic_write
 from fastdiode.runtime.run_dir import prepare_run_dir
 from fastdiode.training.loop import StepLoop
 
@@ -201,16 +199,8 @@ class Trainer:
 
 
 def validation_set(cfg: TrainConfig, class_names: list[str], out: Path) -> tuple[Path, Path] | None:
-    """(image folder, COCO json) of ``data.val``; YOLO-labelled sets get a COCO json written under ``out``."""
-    if not cfg.data.val:
-        return None
-    images, labels = dataset_paths(cfg.data.val)
-    if labels.suffix == ".json":
-        return images, labels
-    scanned = scan_dataset(cfg.data.val, len(class_names), strict=True)
-    gt = out / "val_annotations.json"
-    atomic_write(gt, lambda tmp: tmp.write_text(json.dumps(scanned.coco(class_names))))
-    return images, gt
+    """(image folder, COCO json) of ``data.val`` (:func:`fastdiode.data.scan.coco_ground_truth`)."""
+    return coco_ground_truth(cfg.data.val, class_names, out) if cfg.data.val else None
 
 
 def run_training(cfg: TrainConfig, student: Detector, teacher: Detector | None, ctx: RunContext,

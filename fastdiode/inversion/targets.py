@@ -9,14 +9,8 @@ import torch
 
 from fastdiode.data.dataset import DetectionDataset
 from fastdiode.inversion.config import FalsePositiveConfig
-from fastdiode.models.boxes import box_iou, target_rows, xywh_to_xyxy, xyxy_to_xywh
+from fastdiode.models.boxes import PAD_ROW, box_iou, empty_targets, target_rows, xywh_to_xyxy, xyxy_to_xywh
 from fastdiode.models.detector import Detector
-
-PAD_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0)
-
-
-def empty_targets(batch: int, capacity: int, device=None) -> torch.Tensor:
-    return torch.tensor(PAD_ROW, device=device).repeat(batch, capacity, 1)
 
 
 def one_box_targets(batch: int, num_classes: int, capacity: int, generator: torch.Generator | None = None,
@@ -70,17 +64,6 @@ def clip_to_image(targets: torch.Tensor) -> torch.Tensor:
     keep = (targets[..., 0] >= 0) & (xy[..., 2:] > xy[..., :2]).all(-1)
     clipped = torch.cat([targets[..., :1], xyxy_to_xywh(xy)], -1)
     return torch.where(keep[..., None], clipped, torch.tensor(PAD_ROW, device=targets.device))
-
-
-def detections_to_targets(detections: list[torch.Tensor], width: int, height: int, capacity: int) -> torch.Tensor:
-    """Per-image detections (n, 6) ``x1, y1, x2, y2, score, class`` in pixels as padded (B, capacity, 5) targets,
-    in the detections' order (best first), cut at ``capacity``."""
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    out = empty_targets(len(detections), capacity)
-    for i, det in enumerate(detections):
-        det = det[:capacity].float().cpu()
-        out[i, : len(det)] = target_rows(det[:, 5], det[:, :4] / scale)
-    return out
 
 
 # The teacher's detections per image kept for Y_fp before filtering (the capacity applies after the filters).

@@ -20,6 +20,26 @@ def target_rows(classes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([classes[:, None].to(boxes.dtype), xyxy_to_xywh(boxes)], 1)
 
 
+PAD_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0)  # a padding row of a (B, K, 5) target tensor
+
+
+def empty_targets(batch: int, capacity: int, device=None) -> torch.Tensor:
+    """(batch, capacity, 5) targets that are all padding."""
+    return torch.tensor(PAD_ROW, device=device).repeat(batch, capacity, 1)
+
+
+def detections_to_targets(detections: list[torch.Tensor], width: int, height: int, capacity: int) -> torch.Tensor:
+    """Per-image detections (n, 6) ``x1, y1, x2, y2, score, class`` in pixels as padded (B, capacity, 5) targets,
+    in the detections' order (best first), cut at ``capacity``; on the detections' device."""
+    device = detections[0].device if detections else None
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=device)
+    out = empty_targets(len(detections), capacity, device)
+    for i, det in enumerate(detections):
+        det = det[:capacity].float()
+        out[i, : len(det)] = target_rows(det[:, 5], det[:, :4] / scale)
+    return out
+
+
 def box_area(b: torch.Tensor) -> torch.Tensor:
     return (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
 

@@ -39,7 +39,7 @@ class ConvBlock(nn.Module):
 
     def _frozen(self, x: torch.Tensor) -> bool:
         """Only the input needs a gradient (a frozen teacher under inversion): the input need not be saved."""
-        return x.requires_grad and torch.is_grad_enabled() and not any(
+        return type(self.conv) is nn.Conv2d and x.requires_grad and torch.is_grad_enabled() and not any(
             p.requires_grad for p in self.conv.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

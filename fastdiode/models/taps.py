@@ -8,11 +8,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from fastdiode.models.fake_quant import running_convs
+
 
 def resolve_points(model: nn.Module, points: str | Iterable[str]) -> list[str]:
     """Module names for ``points``: a named point of ``model.feature_points()`` (``"backbone"``, ``"neck"``), one
-    of its entries (``"backbone[0]"``: the stride-8 stage output), or a list whose items are any of these or
-    module names. Unknown names are a clear error."""
+    of its entries (``"backbone[0]"``: the stride-8 stage output), ``"convs"`` (every conv the forward pass runs,
+    in order: :func:`fastdiode.models.fake_quant.running_convs`), or a list whose items are any of these or module
+    names. Unknown names are a clear error."""
     named = model.feature_points() if callable(getattr(model, "feature_points", None)) else {}
     modules = dict(model.named_modules())
     out: list[str] = []
@@ -23,10 +26,12 @@ def resolve_points(model: nn.Module, points: str | Iterable[str]) -> list[str]:
             out.append(named[base][int(index[:-1])])
         elif item in named:
             out += named[item]
+        elif item == "convs":
+            out += running_convs(model)
         elif item in modules and item:
             out.append(item)
         else:
-            raise ValueError(f"feature point {item!r}: not a named point ({', '.join(named) or 'none'}) nor a module "
+            raise ValueError(f"feature point {item!r}: not a named point ({', '.join([*named, 'convs'])}) nor a module "
                              f"of {type(model).__name__} (e.g. {', '.join(list(modules)[1:4])}, ...)")
     return out
 

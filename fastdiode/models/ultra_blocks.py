@@ -38,7 +38,8 @@ class Conv(nn.Module):
         self.stat_tap: Callable[[Conv, torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frozen = x.requires_grad and torch.is_grad_enabled() and not self.conv.weight.requires_grad
+        frozen = type(self.conv) is nn.Conv2d and x.requires_grad and torch.is_grad_enabled() and \
+            not self.conv.weight.requires_grad  # (a fake-quantized conv runs as itself)
         x = frozen_conv2d(x, self.conv) if frozen else self.conv(x)
         if self.stat_tap is not None:
             return self.stat_tap(self, x)

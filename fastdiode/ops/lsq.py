@@ -110,6 +110,7 @@ class LSQFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, qmin: float, qmax: float, grad_scale: float,
                 use_triton: bool) -> torch.Tensor:
+        x, scale = x.detach(), scale.detach()  # plain tensors: inductor keeps a parameter's shape static
         ctx.save_for_backward(x, scale)
         ctx.conf = (qmin, qmax, grad_scale, use_triton)
         if use_triton:

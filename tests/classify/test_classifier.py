@@ -80,7 +80,7 @@ def test_resnet_scales_and_round_trips_as_a_classifier(tmp_path):
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(back(x), small(x))
     assert back.class_names[3] == "c3" and back.stem is not None
-    with pytest.raises(ValueError, match="a classifier checkpoint, but a detector is expected"):
+    with pytest.raises(ValueError, match="a classifier, but an FP detector is expected"):
         load(path)
 
 

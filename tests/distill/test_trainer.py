@@ -233,9 +233,9 @@ def test_dicod_bad_input_is_one_clear_error(tmp_path, digits, classifier_path, t
     five = save(ResNet(5, width=4, depths=(1,), input_size=16), tmp_path / "five")
     with pytest.raises(ValueError, match="classifier: 5 classes, but the detector has 10"):
         train(tmp_path / "b", digits["train"], "loss.dicod_loc.weight=0.1", classifier=five)
-    with pytest.raises(ValueError, match="a detector checkpoint, but a classifier is expected"):
+    with pytest.raises(ValueError, match="an FP detector, but a classifier is expected"):
         train(tmp_path / "c", digits["train"], "loss.dicod_cls.weight=0.4", classifier=teacher_path)
-    with pytest.raises(ValueError, match="a classifier checkpoint, but a detector is expected"):
+    with pytest.raises(ValueError, match="a classifier, but an FP detector is expected"):
         train(tmp_path / "d", digits["train"], teacher=classifier_path)
     with pytest.raises(ConfigError, match="loss.dicod_loc.size"):
         train(tmp_path / "e", digits["train"], "loss.dicod_loc.weight=0.1", "loss.dicod_loc.size=0",

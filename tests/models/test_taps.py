@@ -31,7 +31,7 @@ def test_taps_keep_the_graph_and_come_off():
 def test_unknown_point_is_a_clear_error():
     model = build_model("yolo-micro", num_classes=3)
     assert resolve_points(model, ["blocks.3"]) == ["blocks.3"]
-    with pytest.raises(ValueError, match="feature point 'fpn': not a named point \\(backbone, neck\\)"):
+    with pytest.raises(ValueError, match="feature point .fpn.: not a named point \\(backbone, neck, convs\\)"):
         FeatureTaps(model, "fpn")
 
 

@@ -6,9 +6,10 @@ from fastdiode.distill.terms.dicod import DICODClsTerm, DICODLocTerm
 from fastdiode.distill.terms.fgfi import FGFITerm
 from fastdiode.distill.terms.fitnet import FitNetTerm
 from fastdiode.distill.terms.kd import KDTerm
+from fastdiode.distill.terms.quant_kd import HeadKLTerm, LayerMSETerm, PseudoLabelTerm
 from fastdiode.distill.terms.review import ReviewTerm
 
 TERMS: dict[str, type[DistillTerm]] = {term.name: term for term in (
-    KDTerm, FitNetTerm, FGFITerm, ReviewTerm, DICODClsTerm, DICODLocTerm)}
+    KDTerm, FitNetTerm, FGFITerm, ReviewTerm, DICODClsTerm, DICODLocTerm, HeadKLTerm, LayerMSETerm, PseudoLabelTerm)}
 
 __all__ = ["TERMS", "DistillTerm", "TermBatch", "TermConfig", "TermSources"]
