@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fastdiode-installed
 # Triton kernels run on CPU only through the interpreter; it must be on before the first `import triton`.
 TRITON_MODE = TRITON_INTERPRET=$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')
 
-.PHONY: setup lint test demo bench bench-models bench-inversion bench-digits bench-digits-v8 bench-kd bench-dicod classifier-digits bench-classifier \
+.PHONY: setup lint test demo bench bench-models bench-inversion bench-digits bench-digits-v8 bench-kd bench-dicod bench-quant classifier-digits bench-classifier \
 	bench-loader bench-gpu clean
 
 # The venv sees the system site-packages so a CUDA torch already on the machine is kept; the CPU wheel
@@ -61,6 +61,12 @@ bench-dicod: setup
 	mkdir -p benchmarks/results/bench_dicod
 	cp runs/bench_dicod/report.md runs/bench_dicod/results.json runs/bench_dicod/curves.png \
 	   runs/bench_dicod/tide.png benchmarks/results/bench_dicod/
+
+# Data-free quantization of the shipped digits teachers (benchmarks/results/bench_quant/): PTQ and QAT accuracy,
+# then the int8 latency (on a quiet machine: it refuses to time on a busy one).
+bench-quant: setup
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_quant.py --section accuracy
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_quant.py --section latency
 
 # The shipped crop classifier (fastdiode/assets/classifier_digits): digits data, 32 px crops, train-classifier.
 classifier-digits: setup

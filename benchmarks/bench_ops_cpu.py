@@ -8,7 +8,8 @@
     python benchmarks/bench_ops_cpu.py --out benchmarks/results      (make bench)
 
 Shapes: the 11 BN inputs of YOLOv3-tiny at 128 px, batch 16; images 16x3x128x128 (NCHW, the engine's layout);
-its neck features and head maps; 16 images x 8 boxes cropped at 32 px. The sides alternate round by round;
+its neck features and head maps; 16 images x 8 boxes cropped at 32 px; a conv input and a weight for LSQ. The
+sides alternate round by round;
 medians with interquartile ranges; the speed-up targets apply to the competent eager baseline. Refuses to time
 while the load average exceeds the core count. Writes ops_cpu.json and ops_cpu.md.
 """
@@ -31,8 +32,9 @@ from benchmarks.shapes import yolov3_tiny_bn_shapes  # noqa: E402
 from benchmarks.timing import first_calls, interleaved, provenance, ratio_spread, require_quiet, spread  # noqa: E402
 from fastdiode.augment import DiodeAugment, augment_images  # noqa: E402
 from fastdiode.losses import bn_stat_loss, dense_kd_loss, hcl_loss, tv_prior  # noqa: E402
-from fastdiode.ops import bn_act_stat_loss, roi_crop, tv_prior_reference  # noqa: E402
+from fastdiode.ops import bn_act_stat_loss, lsq_fake_quant, roi_crop, tv_prior_reference  # noqa: E402
 from fastdiode.ops.hcl import pool_weights  # noqa: E402
+from fastdiode.ops.lsq import lsq_fake_quant_reference  # noqa: E402
 from fastdiode.ops.roi_crop import _roi_crop_stacked  # noqa: E402
 
 BATCH, SIZE, JITTER = 16, 128, 16
@@ -170,17 +172,39 @@ def distill_cases(g: torch.Generator) -> list[tuple]:
     return [hcl, kd, roi]
 
 
+def quant_cases(g: torch.Generator) -> list[tuple]:
+    """LSQ fake quantization (4 bits) of a conv input of YOLOv3-tiny at 128 px, batch 16, and of a 3x3 weight per
+    output channel: fwd + bwd to the tensor and to its step."""
+    x = torch.randn(BATCH, 128, SIZE // 4, SIZE // 4, generator=g).requires_grad_(True)
+    w = (torch.randn(256, 128, 3, 3, generator=g) * 0.05).requires_grad_(True)
+    s_x, s_w = torch.tensor([0.3]).requires_grad_(True), torch.full((256,), 0.01).requires_grad_(True)
+    grad_x, grad_w = 1.0 / (x.numel() * 7) ** 0.5, 1.0 / (w.numel() * 7) ** 0.5
+    inputs = (x, s_x, w, s_w)
+    compiled = torch.compile(lsq_fake_quant_reference)
+
+    def both(fn):
+        return lambda: (fn(x, s_x, -8, 7, grad_x) ** 2).sum() + (fn(w, s_w, -8, 7, grad_w) ** 2).sum()
+
+    def authors():  # their per-tensor op; per channel it reshapes and transposes, slower still
+        return (ref.DFQLSQ.apply(x, s_x, grad_x, -8, 7) ** 2).sum() + \
+            (ref.DFQLSQ.apply(w, s_w.reshape(-1, 1, 1, 1), grad_w, -8, 7) ** 2).sum()
+
+    return [("lsq", "LSQ fake quantization, 4 bits: 16x128x32x32 activations + a 256x128x3x3 weight per channel", {
+        "fastdiode": grad_step(both(lsq_fake_quant), inputs), AUTHORS: grad_step(authors, inputs),
+        COMPETENT: grad_step(both(lsq_fake_quant_reference), inputs), COMPILED: grad_step(both(compiled), inputs)})]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--only", nargs="*", default=None, help="case keys (bn, block, tv, augment, hcl, kd, roi)")
+    parser.add_argument("--only", nargs="*", default=None, help="case keys (bn, block, tv, augment, hcl, kd, roi, lsq)")
     parser.add_argument("--no-load-check", action="store_true", help="time even on a busy machine (smoke runs)")
     args = parser.parse_args()
     require_quiet(not args.no_load_check)
     result = {**provenance(), "rounds": args.rounds, "cases": []}
     g = torch.Generator().manual_seed(0)
-    for key, title, sides in bn_cases(g) + image_cases(g) + distill_cases(g):
+    for key, title, sides in bn_cases(g) + image_cases(g) + distill_cases(g) + quant_cases(g):
         if args.only and key not in args.only:
             continue
         first = first_calls(sides)

@@ -182,12 +182,31 @@ def row_adder(rows: list[dict], copy_gbs: float):
 
 
 def new_op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
-    """HCL, dense KD and roi_crop against their authors'-style code, in bf16 on both sides."""
+    """HCL, dense KD, roi_crop and LSQ against their authors'-style code, in bf16 on both sides."""
     rows: list[dict] = []
     add = row_adder(rows, copy_gbs)
     distill_op_timings(device, smoke, add)
     roi_crop_timings(device, smoke, add)
+    lsq_timings(device, smoke, add)
     return rows
+
+
+def lsq_timings(device, smoke: bool, add) -> None:
+    """LSQ fake quantization (4 bits) of a YOLOv3 conv input at 416² x 16 (per tensor) and of a 3x3 weight per
+    output channel, bf16, fwd+bwd to the tensor and its step, against DFQ-Dojo's FunLSQ. Bytes: x read twice
+    (forward, backward), y written, dL/dy read, dL/dx written."""
+    from fastdiode.ops import lsq_fake_quant
+
+    shape = (2, 8, 16, 16) if smoke else (16, 256, 52, 52)
+    g = torch.Generator(device=device).manual_seed(2)
+    x = torch.randn(shape, device=device, generator=g).to(torch.bfloat16).requires_grad_(True)
+    step = torch.tensor([0.3], device=device, requires_grad=True)
+    grad_scale = 1.0 / (x.numel() * 7) ** 0.5
+    base = bench(lambda: torch.autograd.grad(ref.DFQLSQ.apply(x, step, grad_scale, -8, 7).float().square().sum(),
+                                             (x, step)), smoke)
+    add(f"LSQ fake-quant fwd+bwd, 4 bits, {'x'.join(map(str, shape))} activations", bench(
+        lambda: torch.autograd.grad(lsq_fake_quant(x, step, -8, 7, grad_scale, backend="triton").float().square()
+                                    .sum(), (x, step)), smoke), 5 * x.numel() * 2, ">= 70% copy bw", base)
 
 
 def distill_op_timings(device, smoke: bool, add) -> None:

@@ -1,4 +1,4 @@
-"""Faithful re-statements of the authors' code (NVlabs/DIODE, DeepInversion) for same-run baselines.
+"""Faithful re-statements of the authors' code (NVlabs/DIODE, DeepInversion, DFQ-Dojo) for same-run baselines.
 
 These are written the way the reference writes them — per-layer forward hooks with a permute().contiguous()
 variance and torch.norm, TV by slicing, torch.roll/torch.flip driven by Python's `random`, a random-erase
@@ -125,3 +125,35 @@ def dicod_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[t
     crops = nn.functional.grid_sample(images[:, None].expand(b, k, c, h, w).reshape(b * k, c, h, w), grid,
                                       mode="bilinear", padding_mode="zeros", align_corners=False)
     return nn.functional.adaptive_avg_pool2d(crops, 4), nn.functional.adaptive_avg_pool2d(crops, 8)
+
+
+class _RoundSTE(torch.autograd.Function):
+    """DFQ-Dojo's ``Round``: sign(x)·floor(|x| + 0.5) forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone()
+
+
+class DFQLSQ(torch.autograd.Function):
+    """DFQ-Dojo's ``FunLSQ`` (per tensor): the forward through the STE round, the backward from float masks."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, g, qn, qp):
+        ctx.save_for_backward(x, alpha)
+        ctx.other = g, qn, qp
+        return _RoundSTE.apply(torch.div(x, alpha).clamp(qn, qp)) * alpha
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, alpha = ctx.saved_tensors
+        g, qn, qp = ctx.other
+        q = x / alpha
+        smaller, bigger = (q < qn).float(), (q > qp).float()
+        between = 1.0 - smaller - bigger
+        grad_alpha = ((smaller * qn + bigger * qp + between * _RoundSTE.apply(q) - between * q) * grad * g).sum()
+        return between * grad, grad_alpha.unsqueeze(0), None, None, None

@@ -127,18 +127,8 @@ def _renamed(cls, data: dict, prefix: str) -> dict:
     return data
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict: its defaults with the keys of ``data`` set
-    (:func:`merge_into`)."""
-    return merge_into(cls(), data, prefix)
-
-
-def merge_into(base: T, data: dict, prefix: str = "") -> T:
-    """``base`` (a dataclass instance) with the keys of ``data`` set; a section given in part keeps the other
-    values of ``base``'s section (a config's own section defaults included). A class may map old key names to
-    new ones in a ``RENAMED`` class variable: the old key is accepted with a deprecation warning."""
-    cls = type(base)
-    hints = typing.get_type_hints(cls)
+def _checked_keys(cls, data: dict, prefix: str) -> dict:
+    """``data`` with renamed keys read under their new names; an unknown key is an error listing the valid ones."""
     names = [f.name for f in dataclasses.fields(cls)]
     data = _renamed(cls, data, prefix)
     unknown = [k for k in data if k not in names]
@@ -146,6 +136,31 @@ def merge_into(base: T, data: dict, prefix: str = "") -> T:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]}; valid keys{' of ' + prefix if prefix else ''}: "
                           f"{', '.join(names)}")
+    return data
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) dict: its defaults with the keys of ``data`` set
+    (:func:`merge_into`); a class with required fields (a list entry such as a benchmark row) from ``data``
+    alone. A class may map old key names to new ones in a ``RENAMED`` class variable: the old key is accepted
+    with a deprecation warning."""
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if not required:
+        return merge_into(cls(), data, prefix)
+    hints = typing.get_type_hints(cls)
+    data = _checked_keys(cls, data, prefix)
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{prefix or _type_name(cls)}: required key {missing[0]} is missing")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()})
+
+
+def merge_into(base: T, data: dict, prefix: str = "") -> T:
+    """``base`` (a dataclass instance) with the keys of ``data`` set; a section given in part keeps the other
+    values of ``base``'s section (a config's own section defaults included)."""
+    hints = typing.get_type_hints(type(base))
+    data = _checked_keys(type(base), data, prefix)
     kwargs = {}
     for k, v in data.items():
         key, current = f"{prefix}.{k}" if prefix else k, getattr(base, k)

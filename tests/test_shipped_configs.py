@@ -15,7 +15,8 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "fastdiode" / "ass
 KINDS = {"diode_yolov3_coco": "invert", "diode_reference_code": "invert", "distill_yolov3_coco": "distill",
          "teacher_digits": "train", "teacher_digits_v8": "train", "bench_digits": "demo",
          "bench_digits_v8": "demo", "demo_digits": "demo", "bench_kd": "demo",
-         "bench_dicod": "demo", "classifier_digits": "train-classifier"}
+         "bench_dicod": "demo", "classifier_digits": "train-classifier", "quantize_ptq": "quantize",
+         "quantize_qat": "quantize", "bench_quant": "bench-quant"}
 
 
 def test_every_shipped_config_is_covered():
@@ -102,3 +103,32 @@ def test_demo_config_runs(name, tmp_path):
                  *([f"distill.classifier={ROOT / 'fastdiode' / 'assets' / 'classifier_digits.safetensors'}"]
                    if "classifier" in yaml.safe_load(path.read_text()).get("distill", {}) else [])]) == 0
     assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [k for k, v in KINDS.items() if v == "quantize"])
+def test_quantize_config_runs(name, digits, tmp_path):
+    pytest.importorskip("torchao")
+    import torch
+
+    torch.manual_seed(0)
+    teacher = save(build_model("yolo-micro", num_classes=10, width=0.25, input_size=64).eval(), tmp_path / "t")
+    assert main(["quantize", "--config", str(ROOT / "configs" / f"{name}.yaml"), f"teacher={teacher}",
+                 f"calib={digits['train']}", "calib.images=4", "calib.batch_size=2", f"val={digits['val']}",
+                 f"out={tmp_path / 'out'}", "latency=false", "train.steps=2", "train.batch_size=2",
+                 "data.loader=torch", "data.workers=0"]) == 0
+    assert (tmp_path / "out" / "quantize.json").is_file()
+
+
+def test_bench_quant_config_loads():
+    """The quantization benchmark's config (benchmarks/bench_quant.py) parses, and what it names exists."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_quant import BenchQuantConfig
+    from fastdiode.config import load_config
+
+    cfg = load_config(BenchQuantConfig, ROOT / "configs" / "bench_quant.yaml")
+    assert len(cfg.teachers) == 2 and cfg.seeds == [0, 1, 2]
+    for teacher in cfg.teachers:
+        assert (ROOT / teacher.weights).is_file() and (ROOT / teacher.synthesis).is_file()

@@ -27,7 +27,7 @@ from fastdiode.models import load
 from fastdiode.models.boxes import detections_to_targets
 from fastdiode.models.detector import Detector
 from fastdiode.runtime.distributed import RunContext
-from fastdiode.runtime.files import atomic_write
+from fastdiode.runtime.files import atomic_write, cached_json
 from fastdiode.runtime.run_dir import STATE
 
 log = logging.getLogger("fastdiode")
@@ -38,14 +38,6 @@ def machine_state() -> dict:
     at or above the core count means other work shared the cores)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cores": os.cpu_count(), "load_1min": load}
-
-
-def _cached(path: Path, make) -> dict:
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = make()
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1)))
-    return value
 
 
 def evaluate_teacher(teacher: Detector, val: Path, device: torch.device) -> dict:
@@ -128,7 +120,7 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     teacher = load(teacher_path)
     if teacher.num_classes != len(CLASS_NAMES):
         raise ValueError(f"teacher {teacher_path}: {teacher.num_classes} classes, the digits have 10")
-    teacher_stats = _cached(out / "teacher_eval.json", lambda: evaluate_teacher(teacher, data["val"], device))
+    teacher_stats = cached_json(out / "teacher_eval.json", lambda: evaluate_teacher(teacher, data["val"], device))
     log.info("fastdiode demo: teacher %s: mAP@.5 %.3f on the digits val set", teacher_path,
              teacher_stats["mAP@.5"])
     table, histories = [], {}

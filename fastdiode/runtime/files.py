@@ -26,6 +26,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def cached_json(path: str | Path, make: Callable[[], dict]) -> dict:
+    """The JSON object in ``path``, or ``make()`` written there atomically: work already done is reused."""
+    path = Path(path)
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = make()
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1)))
+    return value
+
+
 def append_jsonl(path: str | Path, entry: dict) -> None:
     """Append ``entry`` as one JSON line (flushed): a crash leaves at most a torn last line."""
     with open(path, "a") as f:

@@ -159,3 +159,24 @@ def test_roi_crop_at_dicod_shapes(dtype):
         close(got[0], want[0], TOL[dtype], "d/dimages")
         scale = want[1].abs().max().item() + 1.0
         assert (got[1] - want[1]).abs().max().item() <= (1e-3 if dtype == torch.float32 else 5e-2) * scale
+
+
+@pytest.mark.parametrize("dtype, channels_last", GRID)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_lsq_fake_quant_at_yolov3_shapes(dtype, channels_last, per_channel):
+    """The LSQ kernels against the reference at a YOLOv3 416² conv input (per tensor) or a weight (per channel)."""
+    from fastdiode.ops.lsq import lsq_fake_quant, lsq_fake_quant_reference
+
+    shape = ((16, 256, 52, 52) if not per_channel else (512, 256, 3, 3)) if CUDA else (3, 5, 7, 6)
+    x = layout(torch.randn(shape, device=DEVICE) * 2, channels_last).to(dtype).requires_grad_(True)
+    steps = torch.rand(shape[0] if per_channel else 1, device=DEVICE) * 0.3 + 0.2
+    steps.requires_grad_(True)
+    grad = torch.randn(shape, device=DEVICE)
+    outs = []
+    for fn, kw in ((lsq_fake_quant, {"backend": "triton"}), (lsq_fake_quant_reference, {})):
+        y = fn(x, steps, -8, 7, 0.01, **kw)
+        outs.append((y, *torch.autograd.grad((y.float() * grad).sum(), (x, steps))))
+    (y, gx, gs), (y_ref, gx_ref, gs_ref) = outs
+    close(y, y_ref, TOL[dtype], "y")
+    close(gx, gx_ref, TOL[dtype], "dL/dx")
+    torch.testing.assert_close(gs, gs_ref, rtol=1e-2 if dtype == torch.float32 else 5e-2, atol=1e-2)
