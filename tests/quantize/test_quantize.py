@@ -98,9 +98,9 @@ def test_bad_config_is_one_clear_error(tmp_path, teacher_path, extra, match):
 
 
 def test_a_section_given_in_part_keeps_the_modes_defaults(tmp_path, teacher_path):
-    cfg = config(tmp_path, teacher_path, tmp_path, "train.steps=5", "loss.head_kl.temperature=2")
+    cfg = config(tmp_path, teacher_path, tmp_path, "train.steps=5", "loss.head_kl.temperature=2", "optim.lr=3e-5")
     assert cfg.train.batch_size == 16 and cfg.loss.head_kl.weight == 0.1 and cfg.loss.head_kl.temperature == 2
-    assert cfg.data.flip_p == 0 and cfg.optim.lr == 1e-5
+    assert cfg.data.flip_p == 0 and cfg.optim.lr == 3e-5  # 3e-5 (no dot) is a string to YAML 1.1: read as a float
 
 
 def test_calibration_folder_without_images(tmp_path, teacher_path):
