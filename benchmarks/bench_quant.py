@@ -39,7 +39,7 @@ from fastdiode.eval import coco_map  # noqa: E402
 from fastdiode.loading import load_teacher  # noqa: E402
 from fastdiode.models import load  # noqa: E402
 from fastdiode.models.checkpoint import checkpoint_info  # noqa: E402
-from fastdiode.models.int8_program import load_int8, save_int8  # noqa: E402
+from fastdiode.models.int8_program import Int8Detector, load_int8, save_int8  # noqa: E402
 from fastdiode.quantize import QuantizeConfig, run_quantize  # noqa: E402
 from fastdiode.quantize.calibration import calibration_batches  # noqa: E402
 from fastdiode.quantize.config import CalibConfig  # noqa: E402
@@ -92,6 +92,7 @@ class BenchQuantConfig:
     qat: QATSection = field(default_factory=QATSection)
     latency_batches: list[int] = field(default_factory=lambda: [1, 16])
     latency_runs: int = 30
+    latency_sizes: list[int] = field(default_factory=lambda: [320])  # larger inputs than the teachers' own
 
 
 def stats_of(result: dict) -> dict:
@@ -193,11 +194,25 @@ def summarize(name: str, runs: list[dict]) -> dict:
     return entry
 
 
-def latency_section(cfg: BenchQuantConfig, out: Path, data: dict) -> dict:
+def top_ops(fn, x: torch.Tensor, k: int = 8) -> list[list]:
+    """The ``k`` ops with the most self CPU time over 10 calls of ``fn(x)``: [name, ms per call]."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+        fn(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                fn(x)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [[e.key, e.self_cpu_time_total / 10 / 1e3] for e in events[:k]]
+
+
+def latency_section(cfg: BenchQuantConfig, out: Path, data: dict, load_check: bool = True) -> dict:
     """Per teacher: the int8 program calibrated on DIODE images (128 when a row has them), seed 0, against the FP32
-    model, both compiled by inductor with freezing, alternating; and the compiled program's mAP against the eager
-    one's."""
-    require_quiet()
+    model, both compiled by inductor with freezing, alternating; the compiled program's mAP against the eager
+    one's; where the time goes on each side (profiler, batch 16); and the same comparison at larger inputs
+    (``latency_sizes``; programs calibrated on the same images letterboxed to that size)."""
+    require_quiet(load_check)
     set_compile(True)
     results = {"provenance": provenance()}
     n = 128 if 128 in cfg.ptq.images else cfg.ptq.images[0]
@@ -211,11 +226,21 @@ def latency_section(cfg: BenchQuantConfig, out: Path, data: dict) -> dict:
         compiled = coco_map(int8, data["val"] / "images", data["val"] / "annotations.json", int8.input_size, 64,
                             progress=False, tide=False)
         eager = json.loads(path.with_suffix(".json").read_text())
-        results[teacher.name] = {**timing, "compiled mAP": stats_of(compiled),
-                                 "eager mAP": {k: eager[k] for k in METRICS}}
-        log(f"{teacher.name}: " + ", ".join(f"batch {b}: int8 {r['int8']['median_ms']:.2f} ms, fp32 "
-                                            f"{r['fp32']['median_ms']:.2f} ms ({r['speedup']:.2f}x)"
-                                            for b, r in timing["batches"].items()))
+        x = torch.rand(16, 3, int8.input_size, int8.input_size)
+        fp = torch.compile(model, dynamic=False)
+        entry = {**timing, "compiled mAP": stats_of(compiled), "eager mAP": {k: eager[k] for k in METRICS},
+                 "profile batch 16": {"fp32": top_ops(fp, x), "int8": top_ops(int8, x)}, "sizes": {}}
+        for size in cfg.latency_sizes:
+            calib = CalibConfig(str(out / teacher.name / "synth"), n, cfg.ptq.batch_size, cfg.seeds[0])
+            program = int8_program(model, calibration_batches(calib, size), progress=False)
+            info = {**checkpoint_info(model, model.class_names), "input_size": size}
+            sized = Int8Detector(program.module(), model, info)
+            entry["sizes"][str(size)] = compare_latency(model, sized, tuple(cfg.latency_batches), cfg.latency_runs)
+        results[teacher.name] = entry
+        for size, t in [(int8.input_size, timing), *((int(s), v) for s, v in entry["sizes"].items())]:
+            log(f"{teacher.name} at {size} px: " + ", ".join(
+                f"batch {b}: int8 {r['int8']['median_ms']:.2f} ms, fp32 {r['fp32']['median_ms']:.2f} ms "
+                f"({r['speedup']:.2f}x)" for b, r in t["batches"].items()))
     return results
 
 
@@ -246,16 +271,23 @@ def format_report(results: dict) -> str:
         lines += ["## Latency: int8 program vs FP32, both compiled by inductor with freezing", "",
                   f"{lat['provenance']['machine']}, load {lat['provenance']['load_1min']:.2f}, commit "
                   f"{lat['provenance']['commit']}; median (quartiles) of alternating runs.", "",
-                  "| teacher | batch | FP32 ms | int8 ms | speed-up | compiled int8 mAP@[.5:.95] (eager) |",
+                  "| teacher, input | batch | FP32 ms | int8 ms | speed-up | compiled int8 mAP@[.5:.95] (eager) |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for name, t in lat.items():
-            if name == "provenance":
-                continue
-            for b, r in t["batches"].items():
-                lines.append(f"| {name} | {b} | {r['fp32']['median_ms']:.2f} ({r['fp32']['q1_ms']:.2f}-"
-                             f"{r['fp32']['q3_ms']:.2f}) | {r['int8']['median_ms']:.2f} ({r['int8']['q1_ms']:.2f}-"
-                             f"{r['int8']['q3_ms']:.2f}) | {r['speedup']:.2f}x | "
-                             f"{t['compiled mAP']['mAP@[.5:.95]']:.3f} ({t['eager mAP']['mAP@[.5:.95]']:.3f}) |")
+        teachers = {name: t for name, t in lat.items() if name != "provenance"}
+        for name, t in teachers.items():
+            sized = [(t["size"], t, f"{t['compiled mAP']['mAP@[.5:.95]']:.3f} ({t['eager mAP']['mAP@[.5:.95]']:.3f})"),
+                     *((v["size"], v, "-") for v in t.get("sizes", {}).values())]
+            for size, timing, score in sized:
+                for b, r in timing["batches"].items():
+                    lines.append(f"| {name} at {size} px | {b} | {r['fp32']['median_ms']:.2f} "
+                                 f"({r['fp32']['q1_ms']:.2f}-{r['fp32']['q3_ms']:.2f}) | {r['int8']['median_ms']:.2f} "
+                                 f"({r['int8']['q1_ms']:.2f}-{r['int8']['q3_ms']:.2f}) | {r['speedup']:.2f}x | "
+                                 f"{score} |")
+        for name, t in teachers.items():
+            lines += ["", f"Where the time goes, {name} at its size, batch 16 (self CPU ms per call, top ops):", "",
+                      "| FP32 op | ms | int8 op | ms |", "|---|---:|---:|---:|"]
+            for (a, ma), (b, mb) in zip(t["profile batch 16"]["fp32"], t["profile batch 16"]["int8"]):
+                lines.append(f"| {a} | {ma:.2f} | {b} | {mb:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -264,6 +296,7 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "configs" / "bench_quant.yaml"))
     parser.add_argument("--section", choices=["accuracy", "latency", "all"], default="all")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "bench_quant"))
+    parser.add_argument("--no-load-check", action="store_true", help="time even on a busy machine (smoke runs)")
     args = parser.parse_args()
     cfg = load_config(BenchQuantConfig, args.config)
     out, results_dir = Path(cfg.out), Path(args.results)
@@ -284,7 +317,7 @@ def main() -> int:
             results_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(results_path, lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
     if args.section in ("latency", "all"):
-        results["latency"] = latency_section(cfg, out, data)
+        results["latency"] = latency_section(cfg, out, data, not args.no_load_check)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(results_path, lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
     atomic_write(results_dir / "report.md", lambda tmp: tmp.write_text(format_report(results)))
