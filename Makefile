@@ -66,6 +66,7 @@ bench-dicod: setup
 # then the int8 latency (on a quiet machine: it refuses to time on a busy one).
 bench-quant: setup
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_quant.py --section accuracy
+	TRITON_INTERPRET=0 $(PY) benchmarks/diagnose_quant.py
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_quant.py --section latency
 
 # The shipped crop classifier (fastdiode/assets/classifier_digits): digits data, 32 px crops, train-classifier.
