@@ -360,9 +360,11 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         ("yolov3-spp", [(160, 256), (320, 96), (416, 48)])
     iterations, schedule = (2, [2500, 1500, 1000])
     rows = []
-    for size, batch in shapes:
+    for i, (size, batch) in enumerate(shapes):
         targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
-        overrides = inversion_overrides(size, batch, iterations if smoke else 20, compile_teacher)
+        # smoke: the compiled path at the first shape only (each inductor compile costs ~30 s of CPU)
+        compiled = compile_teacher and (not smoke or i == 0)
+        overrides = inversion_overrides(size, batch, iterations if smoke else 20, compiled)
         cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)

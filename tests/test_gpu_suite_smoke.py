@@ -22,7 +22,7 @@ def test_gpu_suite_smoke(tmp_path):
     models, inversion = sections["inversion"]["model_rows"], sections["inversion"]["inversion"]
     assert [r["name"].split(" ")[0] for r in models] == ["yolo-micro"] * 4
     assert len(inversion["rows"]) == 3 and inversion["images per GPU-hour (paper schedule)"] > 0
-    assert {r["name"].split(" ")[0] for r in sections["new"]["rows"]} == {"HCL", "dense", "roi_crop"}
+    assert {r["name"].split(" ")[0] for r in sections["new"]["rows"]} == {"HCL", "dense", "roi_crop", "LSQ"}
     assert all(len(r["range ms"]) == 2 for r in sections["ops"]["rows"] if "ms" in r)
 
 

@@ -81,6 +81,16 @@ def test_classifier_digits_config_runs(digits, tmp_path):
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
+SCHEDULE_KEYS = {"train.steps": "2", "train.eval_every": "0", "train.checkpoint_every": "2",
+                 "stages.iterations": "[3,2,2]", "fp.warmup": "2", "fp.every": "2", "fp.stop": "4"}
+
+
+def shrunk(assignment: str) -> str:
+    """A row's override with a schedule length (steps, iterations) cut to the test's size; other keys as given."""
+    key = assignment.split("=", 1)[0]
+    return f"{key}={SCHEDULE_KEYS[key]}" if key in SCHEDULE_KEYS else assignment
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [k for k, v in KINDS.items() if v == "demo"])
 def test_demo_config_runs(name, tmp_path):
@@ -93,6 +103,8 @@ def test_demo_config_runs(name, tmp_path):
         elif row.get("images"):
             row["images"] = 4  # a real row on the first N images
         row["seeds"] = row.get("seeds", [])[:2]
+        row["inversion"] = [shrunk(a) for a in row.get("inversion", [])]
+        row["distill"] = [shrunk(a) for a in row.get("distill", [])]
     assert main(["demo", "--config", str(path), f"out={tmp_path}",
                  "data={train: 8, val: 4, proxy: 4, holdout: 4, size: 64}",
                  "inversion.stages.resolution=[32,32,64]", "inversion.stages.batch_size=[2,2,2]",

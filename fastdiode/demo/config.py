@@ -49,13 +49,17 @@ class DemoConfig:
             if row.inversion and row.source != "diode":
                 raise ConfigError(f"rows[{i}].inversion: overrides apply to diode rows only")
             try:
-                row_inversion(self.inversion, row)
+                inversion = row_inversion(self.inversion, row)
             except ConfigError as e:
                 raise ConfigError(f"rows[{i}].inversion: {e}") from None
             try:
-                row_distill(self.distill, row)
+                distill = row_distill(self.distill, row)
             except ConfigError as e:
                 raise ConfigError(f"rows[{i}].distill: {e}") from None
+            if row.source == "diode" and distill.data.capacity < inversion.targets.capacity:
+                raise ConfigError(f"rows[{i}]: distill.data.capacity {distill.data.capacity} is below "
+                                  f"inversion.targets.capacity {inversion.targets.capacity} (the boxes a synthesized "
+                                  "image may carry); raise distill.data.capacity")
             if len(set(row.seeds)) != len(row.seeds):
                 raise ConfigError(f"rows[{i}].seeds: {row.seeds} repeats a seed")
             if row.eval_on not in ("val", "holdout"):

@@ -55,14 +55,17 @@ def _x86_quantizer():
 
 @torch.no_grad()
 def int8_program(model: nn.Module, batches: list[torch.Tensor], progress: bool = True) -> torch.export.ExportedProgram:
-    """The int8 program of ``model`` (an FP detector, eval mode) calibrated on ``batches``."""
+    """The int8 program of ``model`` (an FP detector, eval mode) calibrated on ``batches``. Both exports trace
+    two images of the first batch: a saved program keeps its example inputs, so a whole calibration batch would
+    grow the file with it (and one image would specialise the batch dimension)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = _x86_quantizer()
     model = model.eval()
-    program = export_program(model, batches[0])
+    example = batches[0][:2]
+    program = export_program(model, example)
     prepared = prepare_pt2e(program.module(), quantizer)
     for batch in tqdm(batches, desc="calibrate", unit="batch", disable=not progress):
         prepared(batch)
     converted = convert_pt2e(prepared)
-    return torch.export.export(converted, (batches[0],), dynamic_shapes=(_batch_dim(),), strict=False)
+    return torch.export.export(converted, (example,), dynamic_shapes=(_batch_dim(),), strict=False)

@@ -49,7 +49,7 @@ def test_mini_demo_runs_end_to_end_and_reuses_its_work(tmp_path, capsys, monkeyp
     out = tmp_path / "demo"
     assert main(["demo", f"out={out}", *MINI]) == 0
     table = capsys.readouterr().out
-    assert "| diode (diode) |" in table and "| noise (noise) |" in table
+    assert "| diode (diode, 1) |" in table and "| noise (noise, 1) |" in table
     results = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in results["rows"]] == ["diode", "real", "noise"]
     for name in ("report.md", "curves.png", "teacher_on_synth.png", "synth/diode/preview.png"):

@@ -41,7 +41,9 @@ def test_ptq_round_trip(tmp_path, digits, teacher_path):
     # the program as reloaded computes what the program in memory computes, batch size free
     teacher = load(teacher_path).eval()
     batches = calibration_batches(cfg.calib, 64)
-    in_memory = int8_program(teacher, batches, progress=False).module()
+    program = int8_program(teacher, batches, progress=False)
+    assert len(program.example_inputs[0][0]) == 2  # the file keeps its example inputs, not a calibration batch
+    in_memory = program.module()
     x = batches[0][:3]
     for a, b in zip(in_memory(x), int8(x)):
         torch.testing.assert_close(a, b)
