@@ -69,3 +69,8 @@ def test_mini_demo_runs_end_to_end_and_reuses_its_work(tmp_path, capsys, monkeyp
 def test_demo_config_errors(tmp_path, capsys):
     assert main(["demo", f"out={tmp_path}", "rows=[{name: a, source: imagenet}]"]) == 2
     assert "rows[0].source" in capsys.readouterr().err
+    # a synthesized image may carry inversion.targets.capacity boxes: a smaller loader is refused before any work
+    assert main(["demo", f"out={tmp_path}", "distill.data.capacity=4"]) == 2
+    err = capsys.readouterr().err
+    assert "rows[0]: distill.data.capacity 4 is below inversion.targets.capacity 16" in err
+    assert not any(tmp_path.iterdir())
