@@ -36,6 +36,7 @@ from fastdiode.ops import bn_act_stat_loss, lsq_fake_quant, roi_crop, tv_prior_r
 from fastdiode.ops.hcl import pool_weights  # noqa: E402
 from fastdiode.ops.lsq import lsq_fake_quant_reference  # noqa: E402
 from fastdiode.ops.roi_crop import _roi_crop_stacked  # noqa: E402
+from fastdiode.runtime.files import atomic_write  # noqa: E402
 
 BATCH, SIZE, JITTER = 16, 128, 16
 COMPETENT, COMPILED, AUTHORS = "competent eager", "torch.compile(competent)", "authors' style"
@@ -215,12 +216,15 @@ def main() -> None:
                              if name != "fastdiode"}}
         result["cases"].append(case)
         print(json.dumps({k: case[k] for k in ("key", "speed-up")}), flush=True)
-    result["load_1min_end"] = provenance()["load_1min"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ops_cpu.json").write_text(json.dumps(result, indent=1))
-    (out / "ops_cpu.md").write_text(to_markdown(result))
+        result["load_1min_end"] = provenance()["load_1min"]
+        save(result, Path(args.out))  # after every case: a run cut short keeps what it measured
     print(to_markdown(result))
+
+
+def save(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "ops_cpu.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    atomic_write(out / "ops_cpu.md", lambda tmp: tmp.write_text(to_markdown(result)))
 
 
 def to_markdown(result: dict) -> str:

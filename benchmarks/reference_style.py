@@ -140,7 +140,8 @@ class _RoundSTE(torch.autograd.Function):
 
 
 class DFQLSQ(torch.autograd.Function):
-    """DFQ-Dojo's ``FunLSQ`` (per tensor): the forward through the STE round, the backward from float masks."""
+    """DFQ-Dojo's ``FunLSQ``: the forward through the STE round, the backward from float masks. Theirs is per
+    tensor; a step shaped to broadcast (C, 1, 1, 1) gets its gradient summed to that shape."""
 
     @staticmethod
     def forward(ctx, x, alpha, g, qn, qp):
@@ -155,5 +156,5 @@ class DFQLSQ(torch.autograd.Function):
         q = x / alpha
         smaller, bigger = (q < qn).float(), (q > qp).float()
         between = 1.0 - smaller - bigger
-        grad_alpha = ((smaller * qn + bigger * qp + between * _RoundSTE.apply(q) - between * q) * grad * g).sum()
-        return between * grad, grad_alpha.unsqueeze(0), None, None, None
+        grad_alpha = ((smaller * qn + bigger * qp + between * _RoundSTE.apply(q) - between * q) * grad * g)
+        return between * grad, grad_alpha.sum_to_size(alpha.shape), None, None, None  # per tensor: .sum() as theirs
