@@ -95,10 +95,11 @@ def set_compile(enabled: bool) -> None:
     _compile_enabled = bool(enabled)
 
 
-def compiled(fn: Callable, dynamic: bool = True) -> Callable:
+def compiled(fn: Callable, dynamic: bool | None = True) -> Callable:
     """``fn`` compiled by inductor on first call while compilation is on and a C++ compiler exists for
     inductor's CPU backend; ``fn`` itself otherwise. Used for the torch halves of the fused ops.
-    ``dynamic=False`` compiles once per shape: faster code, for ops that see few shapes (images)."""
+    ``dynamic=False`` compiles once per shape: faster code, for ops that see few shapes (images); ``None`` is
+    torch's automatic choice (static first, dynamic once a second shape comes)."""
     fast = torch.compile(fn, dynamic=dynamic)
 
     @functools.wraps(fn)
