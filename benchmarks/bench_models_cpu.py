@@ -60,8 +60,8 @@ def main() -> None:
                     if layout == "channels_last":
                         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
                     x.requires_grad_(kind != "fwd")
-                    sides[(layout, mode)] = step_fn(torch.compile(model, dynamic=False) if mode == "compiled" else model, x,
-                                                    kind != "fwd")
+                    net = torch.compile(model, dynamic=False) if mode == "compiled" else model
+                    sides[(layout, mode)] = step_fn(net, x, kind != "fwd")
             first = first_calls(sides)
             for (layout, mode), times in interleaved(sides, args.rounds).items():  # the variants take turns
                 ms = spread(times)
