@@ -1,5 +1,6 @@
 """Test setup: Triton kernels run through the CPU interpreter when no CUDA device exists (set before any
-`import triton`); fixtures for the device and compilation. Shared helpers live in tests/helpers.py."""
+`import triton`); fixtures for the device, compilation and the tiny digits set. Shared helpers live in
+tests/helpers.py."""
 import os
 
 import pytest
@@ -26,3 +27,12 @@ def compile_on():
     set_compile(True)
     yield
     set_compile(False)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """A few tiny digits images (tests.helpers.TINY_DIGITS), built once per test process."""
+    from fastdiode.data.digits import build_digits
+    from tests.helpers import TINY_DIGITS
+
+    return build_digits(tmp_path_factory.mktemp("digits"), TINY_DIGITS, progress=False)

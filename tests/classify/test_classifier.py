@@ -9,7 +9,6 @@ from fastdiode.classify import ClassifierConfig, run_classifier_training
 from fastdiode.cli import main
 from fastdiode.config import ConfigError, load_config
 from fastdiode.data.crops import CropSet, crop_boxes, write_crops
-from fastdiode.data.digits import build_digits
 from fastdiode.data.images import decode_rgb
 from fastdiode.data.scan import scan_dataset
 from fastdiode.losses import focal_loss
@@ -18,12 +17,6 @@ from fastdiode.models.boxes import xywh_to_xyxy
 from fastdiode.models.resnet import ResNet
 from fastdiode.ops.roi_crop import roi_crop_reference
 from fastdiode.runtime import RunContext
-from tests.helpers import TINY_DIGITS
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return build_digits(tmp_path_factory.mktemp("digits"), TINY_DIGITS, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,7 @@
-"""Fixtures of the distillation tests: a few tiny digits images and a tiny teacher checkpoint."""
+"""Fixtures of the distillation tests: a tiny teacher and crop classifier (digits: tests/conftest.py)."""
 import pytest
 
-from fastdiode.data.digits import build_digits
 from fastdiode.models import build_model, save
-from tests.helpers import TINY_DIGITS
-
-
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory):
-    return build_digits(tmp_path_factory.mktemp("digits"), TINY_DIGITS, progress=False)
 
 
 @pytest.fixture(scope="session")

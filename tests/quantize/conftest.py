@@ -1,15 +1,9 @@
-"""Fixtures of the quantization tests: tiny digits images and a tiny teacher with calibrated BN statistics."""
+"""Fixtures of the quantization tests: a tiny teacher with calibrated BN statistics (digits: tests/conftest.py)."""
 import pytest
 import torch
 
-from fastdiode.data.digits import build_digits
 from fastdiode.models import build_model, save
-from tests.helpers import TINY_DIGITS, calibrate_bn
-
-
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory):
-    return build_digits(tmp_path_factory.mktemp("digits"), TINY_DIGITS, progress=False)
+from tests.helpers import calibrate_bn
 
 
 @pytest.fixture(scope="session")
