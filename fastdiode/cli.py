@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fastdiode.runtime import resolve_device
 
     cfg = load_config(DemoConfig, args.config or DEFAULT_CONFIG, args.overrides)
-    run_demo(cfg, resolve_device(args.device))
+    run_demo(cfg, resolve_device(args.device), args.rows.split(",") if args.rows else None)
     return 0
 
 
@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="benchmark config (default: the packaged demo; configs/bench_digits.yaml "
                                        "is the full benchmark)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    demo.add_argument("--rows", help="comma-separated row names: run only these (and their baselines); the report "
+                                     "covers them alone")
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. distill.train.steps=300")
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="COCO mAP of a detector on an image folder + COCO json")

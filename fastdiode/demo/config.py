@@ -79,6 +79,20 @@ class DemoConfig:
             raise ConfigError(f"inversion.{e}") from None
 
 
+    def selected_rows(self, names: list[str] | None) -> list[Row]:
+        """The rows named in ``names`` (all rows when None) and the baselines they compare with, in config
+        order: a subset of a benchmark reruns or finishes just those rows and still gets its paired differences."""
+        if names is None:
+            return list(self.rows)
+        known = {r.name: r for r in self.rows}
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise ConfigError(f"--rows: {', '.join(unknown) or 'nothing'} is not a row of this config "
+                              f"(rows: {', '.join(known)})")
+        wanted = set(names) | {known[n].baseline for n in names if known[n].baseline is not None}
+        return [r for r in self.rows if r.name in wanted]
+
+
 def row_inversion(base: InversionConfig, row: Row) -> InversionConfig:
     """The inversion config of a diode row: ``base`` with the row's Y_fp switch and overrides applied."""
     data = to_dict(base)

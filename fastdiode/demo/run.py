@@ -110,8 +110,10 @@ def predictions_grid(teacher: Detector, image_dir: Path, path: Path, n: int = 16
     write_grid(path, images, detections_to_targets(dets, images.shape[-1], images.shape[-2], 16), CLASS_NAMES)
 
 
-def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
-    """Run every row of ``cfg``; prints the table and writes ``report.md``. Returns the table rows."""
+def run_demo(cfg: DemoConfig, device: torch.device, rows: list[str] | None = None) -> list[dict]:
+    """Run the rows of ``cfg`` (only those named in ``rows`` and their baselines, when given); prints the table
+    and writes ``report.md`` and ``results.json`` for the rows run. Returns the table rows."""
+    selected = cfg.selected_rows(rows)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     start, machine = time.perf_counter(), {"start": machine_state()}
@@ -125,7 +127,7 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
              teacher_stats["mAP@.5"])
     table, histories = [], {}
     plan = synthesis_plan(cfg)
-    for row in cfg.rows:
+    for row in selected:
         synth_seconds = 0.0
         if row.source == "diode":
             folder, images = plan[row.name]
@@ -159,12 +161,13 @@ def run_demo(cfg: DemoConfig, device: torch.device) -> list[dict]:
     tides = {r["row"]: r["tide"] for r in table if r["tide"]}
     if tides:
         plot_tide(tides, out / "tide.png", "TIDE errors of each row's student on the real digits val set")
-    diode = [r for r in cfg.rows if r.source == "diode"]
+    diode = [r for r in selected if r.source == "diode"]
     if diode:
         synth = out / "synth" / plan[diode[0].name][0]
         predictions_grid(teacher, synth / "images", out / "teacher_on_synth.png")
     machine["end"] = machine_state()
-    report = format_demo_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60, bool(diode), machine)
+    report = format_demo_report(cfg, teacher_stats, table, (time.perf_counter() - start) / 60,
+                                diode[0].name if diode else None, machine)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(report))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(
         {"teacher": teacher_stats, "rows": table, "machine": machine}, indent=1)))
@@ -221,8 +224,9 @@ def format_tide_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth: bool,
+def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minutes: float, synth_row: str | None,
                        machine: dict) -> str:
+    """The markdown report; ``synth_row``: the diode row whose synthesized images it shows (None: no diode row)."""
     student = cfg.distill.student
     load = [machine[k]["load_1min"] for k in ("start", "end")]
     state = (f"{machine['start']['cores']} cores, 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} "
@@ -239,14 +243,17 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
         "t-interval. "
         f"Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "
         f"{minutes:.1f} min (finished rows are reused). Machine: {state}.", "",
+        *([] if len(table) == len(cfg.rows) else
+          [f"Rows run: {len(table)} of the config's {len(cfg.rows)} (`--rows`); the others are not in this report.",
+           ""]),
         format_table(teacher, table, cfg.data.train), "",
         "Training curves (validation mAP of each student):", "", "![curves](curves.png)", "",
     ]
     if any(r["tide"] for r in table):
         parts += ["TIDE's error breakdown of the final students (dAP@0.5 points; mean over seeds; lower is better):",
                   "", format_tide_table(table), "", "![tide](tide.png)", ""]
-    if synth:
-        name = synthesis_plan(cfg)[next(r.name for r in cfg.rows if r.source == "diode")][0]
+    if synth_row is not None:
+        name = synthesis_plan(cfg)[synth_row][0]
         parts += ["Synthesized images with their target boxes:", "", f"![synthesized](synth/{name}/preview.png)", "",
                   "The teacher's detections on them (confidence > 0.3):", "", "![teacher](teacher_on_synth.png)", ""]
     return "\n".join(parts)

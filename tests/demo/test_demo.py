@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,10 @@ def test_mini_demo_runs_end_to_end_and_reuses_its_work(tmp_path, capsys, monkeyp
     monkeypatch.setattr(job, "run_job", refuse)
     assert main(["demo", f"out={out}", *MINI]) == 0
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+    # --rows reports the named rows alone, reusing their runs, and says that the others are left out
+    assert main(["demo", "--rows", "noise", f"out={out}", *MINI]) == 0
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"][2:]
+    assert "Rows run: 1 of the config's 3 (`--rows`)" in (out / "report.md").read_text()
 
 
 def test_demo_config_errors(tmp_path, capsys):
@@ -74,3 +79,15 @@ def test_demo_config_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "rows[0]: distill.data.capacity 4 is below inversion.targets.capacity 16" in err
     assert not any(tmp_path.iterdir())
+    assert main(["demo", "--rows", "diode,imagenet", f"out={tmp_path}"]) == 2
+    assert "--rows: imagenet is not a row of this config (rows: diode, real, photos, noise)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_selected_rows_bring_their_baselines_in_config_order():
+    from fastdiode.config import load_config
+    from fastdiode.demo.config import DemoConfig
+
+    cfg = load_config(DemoConfig, Path(__file__).resolve().parents[2] / "configs" / "bench_kd.yaml", [])
+    assert [r.name for r in cfg.selected_rows(["review", "kd"])] == ["baseline", "kd", "review"]
+    assert [r.name for r in cfg.selected_rows(None)] == [r.name for r in cfg.rows]
