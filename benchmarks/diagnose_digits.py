@@ -1,6 +1,9 @@
 """How close are synthesized images to real ones, in the teacher's eyes? Per image set: the BN-statistics loss
 per layer (batch mean/variance of each BN input against the teacher's running statistics), the teacher's
-detections per image and their confidence, and the high-frequency energy of the pixels.
+detections per image and their confidence, and the high-frequency energy of the pixels. Then the boxes each
+synthesized set was optimised towards, against the real images' ground truth: with the one-box sampler a label
+file's first row is the sampled box and every later row a Y_fp addition (the teacher's confident detections that
+overlap no target), so this shows what Y_fp adds.
 
     python benchmarks/diagnose_digits.py runs/bench_digits benchmarks/results/bench_digits
 
@@ -10,6 +13,7 @@ diagnosis.md there.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -42,6 +46,39 @@ def diagnose(teacher, images: torch.Tensor) -> dict:
             "confidence": scores.mean().item() if len(scores) else 0.0, "tv": dx}
 
 
+def read_boxes(folder: Path, n: int) -> list[torch.Tensor]:
+    """(k, 5) rows of class, cx, cy, w, h (normalised) per image: a synthesized set's label files, or a real
+    set's COCO annotations, for its first ``n`` images."""
+    labels = folder / "labels"
+    if labels.is_dir():
+        files = sorted(labels.glob("*.txt"))[:n]
+        return [torch.tensor([[float(v) for v in line.split()] for line in f.read_text().splitlines() if line.strip()]
+                             ).reshape(-1, 5) for f in files]
+    coco = json.loads((folder / "annotations.json").read_text())
+    size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in coco["images"]}
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        iw, ih = size[a["image_id"]]
+        boxes[a["image_id"]].append([a["category_id"], (x + w / 2) / iw, (y + h / 2) / ih, w / iw, h / ih])
+    return [torch.tensor(b).reshape(-1, 5) for b in list(boxes.values())[:n]]
+
+
+def box_stats(boxes: list[torch.Tensor], synthesized: bool) -> dict:
+    """Boxes per image (mean, max), their mean side (sqrt of the normalised area), and for a synthesized set the
+    Y_fp rows (every row after the first): per image, their share of all boxes and their mean side."""
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.float64)
+    rows = torch.cat(boxes) if boxes else torch.zeros(0, 5)
+    fp = torch.cat([b[1:] for b in boxes]) if synthesized and boxes else torch.zeros(0, 5)
+
+    def side(r: torch.Tensor) -> float:
+        return (r[:, 3] * r[:, 4]).clamp(min=0).sqrt().mean().item() if len(r) else float("nan")
+
+    return {"per_image": counts.mean().item(), "max": int(counts.max()) if len(counts) else 0, "side": side(rows),
+            "fp_per_image": len(fp) / max(len(boxes), 1), "fp_share": len(fp) / max(len(rows), 1),
+            "fp_side": side(fp), "with_fp": (counts > 1).double().mean().item() if synthesized else float("nan")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a digits benchmark run folder")
@@ -63,6 +100,20 @@ def main() -> None:
         d = diagnose(teacher, load_set(folder, args.images))
         lines.append(f"| {name} | {d['bn_total']:.2f} | {d['bn_first']:.3f} | {d['bn_last']:.3f} | "
                      f"{d['bn_max_layer']} | {d['detections']:.1f} | {d['confidence']:.2f} | {d['tv']:.3f} |")
+    lines += ["", "## The boxes each set was optimised towards (what Y_fp adds)", "",
+              f"First {args.images} images per set. Real val: the ground truth. Synthesized sets: the label files, "
+              "whose first row is the sampled box and later rows Y_fp's additions. Side: sqrt(w·h) as a fraction "
+              "of the image.", "",
+              "| set | boxes / image | max | mean side | images with Y_fp boxes | Y_fp boxes / image | Y_fp share "
+              "of boxes | Y_fp mean side |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, folder in sets.items():
+        if name in ("photos", "noise"):
+            continue
+        synthesized = name.startswith("synth")
+        b = box_stats(read_boxes(folder, args.images), synthesized)
+        fp = (f"{100 * b['with_fp']:.0f}% | {b['fp_per_image']:.2f} | {100 * b['fp_share']:.0f}% | "
+              f"{b['fp_side']:.2f}" if synthesized else "- | - | - | -")
+        lines.append(f"| {name} | {b['per_image']:.2f} | {b['max']} | {b['side']:.2f} | {fp} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "diagnosis.md").write_text("\n".join(lines) + "\n")

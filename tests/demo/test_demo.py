@@ -91,3 +91,24 @@ def test_selected_rows_bring_their_baselines_in_config_order():
     cfg = load_config(DemoConfig, Path(__file__).resolve().parents[2] / "configs" / "bench_kd.yaml", [])
     assert [r.name for r in cfg.selected_rows(["review", "kd"])] == ["baseline", "kd", "review"]
     assert [r.name for r in cfg.selected_rows(None)] == [r.name for r in cfg.rows]
+
+
+def test_diagnosis_counts_y_fp_boxes_after_the_sampled_one(tmp_path):
+    """benchmarks/diagnose_digits.py reads a label file's first row as the sampled box and the rest as Y_fp's."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.diagnose_digits import box_stats, read_boxes
+
+    (tmp_path / "synth" / "labels").mkdir(parents=True)
+    (tmp_path / "synth" / "labels" / "a.txt").write_text("3 0.5 0.5 0.4 0.4\n5 0.2 0.2 0.2 0.2\n7 0.8 0.8 0.6 0.6\n")
+    (tmp_path / "synth" / "labels" / "b.txt").write_text("1 0.5 0.5 0.3 0.3\n")
+    s = box_stats(read_boxes(tmp_path / "synth", 8), synthesized=True)
+    assert s["per_image"] == 2.0 and s["max"] == 3 and s["with_fp"] == 0.5
+    assert s["fp_per_image"] == 1.0 and s["fp_share"] == 0.5 and s["fp_side"] == pytest.approx(0.4)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "width": 100, "height": 50}],
+        "annotations": [{"image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}]}))
+    (real,) = read_boxes(tmp_path / "real", 8)
+    assert real[0].tolist() == pytest.approx([2, 0.2, 0.4, 0.2, 0.4])
