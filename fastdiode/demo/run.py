@@ -148,7 +148,7 @@ def run_demo(cfg: DemoConfig, device: torch.device, rows: list[str] | None = Non
                  "baseline": row.baseline, "images": row.images or len(list((Path(source) / "images").glob("*.png"))),
                  "minutes": seconds / 60, "synth_minutes": synth_seconds / 60,
                  "tide": mean_tide([f.get("tide") for f in finals]), "tide runs": [f.get("tide") for f in finals]}
-        for key in ("mAP@.5", "mAP@[.5:.95]"):
+        for key in MAP_KEYS:
             values = torch.tensor([f.get(key, 0.0) for f in finals], dtype=torch.float64)
             entry[key] = values.mean().item()
             entry[f"{key} std"] = values.std().item() if len(values) > 1 else None
@@ -176,22 +176,54 @@ def run_demo(cfg: DemoConfig, device: torch.device, rows: list[str] | None = Non
     return table
 
 
-def paired_differences(row: dict, base: dict) -> dict:
-    """Per metric, the row minus its baseline over the seeds both ran: mean, 95% t-interval, n (the interval is
-    None with fewer than two pairs)."""
+MAP_KEYS = ("mAP@.5", "mAP@[.5:.95]")
+# TIDE errors (dAP@0.5 points) whose paired change each row with a baseline reports.
+PAIRED_TIDE = (("main", "Cls"), ("main", "Loc"), ("main", "Dupe"), ("special", "FalsePos"))
+
+
+def paired_interval(diffs: list[float]) -> dict:
+    """Mean of paired differences, its 95% t-interval (None with fewer than two pairs) and n."""
     from scipy import stats
 
-    seeds = row["seeds"] or [None]
-    base_seeds = base["seeds"] or [None]
-    out = {}
-    for key in ("mAP@.5", "mAP@[.5:.95]"):
-        pairs = [(a, base[f"{key} runs"][base_seeds.index(s)]) for s, a in zip(seeds, row[f"{key} runs"])
-                 if s in base_seeds]
-        diffs = torch.tensor([a - b for a, b in pairs], dtype=torch.float64)
-        n, mean = len(diffs), diffs.mean().item() if len(diffs) else float("nan")
-        half = stats.t.ppf(0.975, n - 1) * diffs.std().item() / n ** 0.5 if n > 1 else None
-        out[key] = {"mean": mean, "ci95": None if half is None else [mean - half, mean + half], "n": n}
+    d = torch.tensor(diffs, dtype=torch.float64)
+    n, mean = len(d), d.mean().item() if len(d) else float("nan")
+    half = stats.t.ppf(0.975, n - 1) * d.std().item() / n ** 0.5 if n > 1 else None
+    return {"mean": mean, "ci95": None if half is None else [mean - half, mean + half], "n": n}
+
+
+def paired_differences(row: dict, base: dict) -> dict:
+    """The row minus its baseline over the seeds both ran, per metric (mAP; and TIDE's errors, "TIDE Cls" ...,
+    where both rows stored them per seed): mean, 95% t-interval, n."""
+    seeds, base_seeds = row["seeds"] or [None], base["seeds"] or [None]
+    pairs = [(j, base_seeds.index(s)) for j, s in enumerate(seeds) if s in base_seeds]
+    out = {key: paired_interval([row[f"{key} runs"][j] - base[f"{key} runs"][i] for j, i in pairs])
+           for key in MAP_KEYS}
+    tides = row.get("tide runs"), base.get("tide runs")
+    if all(t and None not in t for t in tides):
+        for kind, k in PAIRED_TIDE:
+            out[f"TIDE {k}"] = paired_interval([tides[0][j][kind][k] - tides[1][i][kind][k] for j, i in pairs])
     return out
+
+
+def format_interval(d: dict, scale: float = 1.0, digits: int = 1) -> str:
+    """'+1.3 [-0.2, +2.8]': a paired difference with its 95% interval (the mean alone with one pair)."""
+    interval = f" [{scale * d['ci95'][0]:+.{digits}f}, {scale * d['ci95'][1]:+.{digits}f}]" if d["ci95"] else ""
+    return f"{scale * d['mean']:+.{digits}f}{interval}"
+
+
+def format_paired_table(table: list[dict]) -> str:
+    """Each row with a baseline: its paired change in mAP (points) and in TIDE's errors (dAP@0.5 points; negative
+    is fewer errors), with 95% intervals."""
+    keys = [*MAP_KEYS, *(f"TIDE {k}" for _, k in PAIRED_TIDE)]
+    lines = ["| row (pairs) | vs | " + " | ".join(f"Δ {k.removeprefix('TIDE ')}" for k in keys) + " |",
+             "|---|---|" + "---:|" * len(keys)]
+    for r in table:
+        d = r.get("vs baseline")
+        if d:
+            cells = [(format_interval(d[k], 100.0) if k in MAP_KEYS else format_interval(d[k], digits=2))
+                     if k in d else "-" for k in keys]
+            lines.append(f"| {r['row']} ({d['mAP@.5']['n']}) | {r['baseline']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
@@ -207,8 +239,7 @@ def format_table(teacher: dict, table: list[dict], teacher_images: int) -> str:
         versus = ""
         if r.get("vs baseline"):
             d = r["vs baseline"]["mAP@[.5:.95]"]
-            interval = f" [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d["ci95"] else ""
-            versus = f"{100 * d['mean']:+.1f} points{interval} vs {r['baseline']} (n={d['n']})"
+            versus = f"{format_interval(d, 100.0)} points vs {r['baseline']} (n={d['n']})"
         where = "" if r.get("eval_on", "val") == "val" else ", on holdout"
         lines.append(f"| {r['row']} ({r['source']}{where}, {len(r['seeds']) or 1}) | {fmt['mAP@.5']} | "
                      f"{fmt['mAP@[.5:.95]']} | {share:.0f}% | {versus} | {r['images']} | {r['minutes']:.1f} |")
@@ -252,6 +283,10 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
     if any(r["tide"] for r in table):
         parts += ["TIDE's error breakdown of the final students (dAP@0.5 points; mean over seeds; lower is better):",
                   "", format_tide_table(table), "", "![tide](tide.png)", ""]
+    if any(r.get("vs baseline") for r in table):
+        parts += ["Paired differences to each row's baseline over the seeds both ran, with 95% t-intervals: mAP in "
+                  "points, TIDE's errors in dAP@0.5 points (negative is fewer errors):", "",
+                  format_paired_table(table), ""]
     if synth_row is not None:
         name = synthesis_plan(cfg)[synth_row][0]
         parts += ["Synthesized images with their target boxes:", "", f"![synthesized](synth/{name}/preview.png)", "",

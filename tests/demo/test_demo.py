@@ -43,6 +43,25 @@ def test_paired_differences_and_their_interval():
     assert d["n"] == 3 and d["mean"] == pytest.approx(0.02)
     half = 4.302653 * 0.01 / 3 ** 0.5  # t(0.975, 2) x std of (0.01, 0.03, 0.02) / sqrt(3)
     assert d["ci95"] == pytest.approx([0.02 - half, 0.02 + half], rel=1e-5)
+    assert "TIDE Cls" not in paired_differences(row, base)  # no TIDE stored per seed: no TIDE differences
+
+
+def test_paired_tide_differences_and_their_table():
+    from fastdiode.demo.run import format_paired_table, paired_differences
+
+    def tide(cls):
+        return {"main": {"Cls": cls, "Loc": 1.0, "Dupe": 0.5}, "special": {"FalsePos": 2 * cls}}
+
+    base = {"row": "base", "seeds": [0, 1], "mAP@.5 runs": [0.5, 0.6], "mAP@[.5:.95] runs": [0.3, 0.3],
+            "tide runs": [tide(10.0), tide(12.0)]}
+    row = {"row": "kd", "baseline": "base", "seeds": [1, 0], "mAP@.5 runs": [0.7, 0.5],
+           "mAP@[.5:.95] runs": [0.31, 0.32], "tide runs": [tide(9.0), tide(8.0)]}
+    row["vs baseline"] = d = paired_differences(row, base)
+    assert d["TIDE Cls"]["mean"] == pytest.approx(-2.5) and d["TIDE FalsePos"]["mean"] == pytest.approx(-5.0)
+    assert d["TIDE Loc"]["ci95"] == pytest.approx([0.0, 0.0])
+    lines = format_paired_table([base, row]).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| kd (2) | base | +5.0 [")
+    assert "| -2.50 [" in lines[2]
 
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="the shipped teacher is not built yet")
