@@ -34,7 +34,7 @@ demo: setup
 bench-digits: setup
 	TRITON_INTERPRET=0 $(PY) -m fastdiode demo --config configs/bench_digits.yaml
 	mkdir -p benchmarks/results/bench_digits/synth/diode
-	cp runs/bench_digits/report.md runs/bench_digits/results.json runs/bench_digits/curves.png \
+	cp runs/bench_digits/report.md runs/bench_digits/results.json runs/bench_digits/curves.png runs/bench_digits/tide.png \
 	   runs/bench_digits/teacher_on_synth.png benchmarks/results/bench_digits/
 	cp runs/bench_digits/synth/diode/preview.png benchmarks/results/bench_digits/synth/diode/
 	$(PY) benchmarks/diagnose_digits.py runs/bench_digits benchmarks/results/bench_digits
