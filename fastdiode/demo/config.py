@@ -78,7 +78,6 @@ class DemoConfig:
         except ConfigError as e:
             raise ConfigError(f"inversion.{e}") from None
 
-
     def selected_rows(self, names: list[str] | None) -> list[Row]:
         """The rows named in ``names`` (all rows when None) and the baselines they compare with, in config
         order: a subset of a benchmark reruns or finishes just those rows and still gets its paired differences."""
