@@ -13,7 +13,6 @@ diagnosis.md there.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastdiode.data.images import read_image  # noqa: E402
+from fastdiode.data.labels import read_yolo_labels  # noqa: E402
 from fastdiode.demo.config import SHIPPED_TEACHER  # noqa: E402
 from fastdiode.losses import BNStatLoss  # noqa: E402
 from fastdiode.models import load  # noqa: E402
@@ -47,21 +47,9 @@ def diagnose(teacher, images: torch.Tensor) -> dict:
 
 
 def read_boxes(folder: Path, n: int) -> list[torch.Tensor]:
-    """(k, 5) rows of class, cx, cy, w, h (normalised) per image: a synthesized set's label files, or a real
-    set's COCO annotations, for its first ``n`` images."""
-    labels = folder / "labels"
-    if labels.is_dir():
-        files = sorted(labels.glob("*.txt"))[:n]
-        return [torch.tensor([[float(v) for v in line.split()] for line in f.read_text().splitlines() if line.strip()]
-                             ).reshape(-1, 5) for f in files]
-    coco = json.loads((folder / "annotations.json").read_text())
-    size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
-    boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in coco["images"]}
-    for a in coco["annotations"]:
-        x, y, w, h = a["bbox"]
-        iw, ih = size[a["image_id"]]
-        boxes[a["image_id"]].append([a["category_id"], (x + w / 2) / iw, (y + h / 2) / ih, w / iw, h / ih])
-    return [torch.tensor(b).reshape(-1, 5) for b in list(boxes.values())[:n]]
+    """(k, 5) rows of class, cx, cy, w, h (normalised) per image, from the YOLO label files of a set's first
+    ``n`` images (synthesized sets and the digits' real splits both write them)."""
+    return [read_yolo_labels(f) for f in sorted((folder / "labels").glob("*.txt"))[:n]]
 
 
 def box_stats(boxes: list[torch.Tensor], synthesized: bool) -> dict:

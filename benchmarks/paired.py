@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastdiode.demo.run import format_paired_table, paired_differences  # noqa: E402
+from fastdiode.demo.run import add_paired_differences, format_paired_table  # noqa: E402
 
 
 def main() -> None:
@@ -20,10 +20,7 @@ def main() -> None:
     parser.add_argument("results", help="a digits benchmark's results.json")
     args = parser.parse_args()
     table = json.loads(Path(args.results).read_text())["rows"]
-    rows = {r["row"]: r for r in table}
-    for r in table:
-        if r.get("baseline") is not None:
-            r["vs baseline"] = paired_differences(r, rows[r["baseline"]])
+    add_paired_differences(table)
     print(format_paired_table(table))
 
 

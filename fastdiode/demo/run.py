@@ -154,9 +154,7 @@ def run_demo(cfg: DemoConfig, device: torch.device, rows: list[str] | None = Non
             entry[f"{key} std"] = values.std().item() if len(values) > 1 else None
             entry[f"{key} runs"] = values.tolist()
         table.append(entry)
-    for entry in table:
-        if entry["baseline"] is not None:
-            entry["vs baseline"] = paired_differences(entry, next(r for r in table if r["row"] == entry["baseline"]))
+    add_paired_differences(table)
     plot_comparison(histories, out / "curves.png")
     tides = {r["row"]: r["tide"] for r in table if r["tide"]}
     if tides:
@@ -203,6 +201,14 @@ def paired_differences(row: dict, base: dict) -> dict:
         for kind, k in PAIRED_TIDE:
             out[f"TIDE {k}"] = paired_interval([tides[0][j][kind][k] - tides[1][i][kind][k] for j, i in pairs])
     return out
+
+
+def add_paired_differences(table: list[dict]) -> None:
+    """Set ``vs baseline`` on every table row that names a baseline."""
+    rows = {r["row"]: r for r in table}
+    for r in table:
+        if r.get("baseline") is not None:
+            r["vs baseline"] = paired_differences(r, rows[r["baseline"]])
 
 
 def format_interval(d: dict, scale: float = 1.0, digits: int = 1) -> str:

@@ -125,9 +125,7 @@ def test_diagnosis_counts_y_fp_boxes_after_the_sampled_one(tmp_path):
     s = box_stats(read_boxes(tmp_path / "synth", 8), synthesized=True)
     assert s["per_image"] == 2.0 and s["max"] == 3 and s["with_fp"] == 0.5
     assert s["fp_per_image"] == 1.0 and s["fp_share"] == 0.5 and s["fp_side"] == pytest.approx(0.4)
-    (tmp_path / "real").mkdir()
-    (tmp_path / "real" / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "width": 100, "height": 50}],
-        "annotations": [{"image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}]}))
+    (tmp_path / "real" / "labels").mkdir(parents=True)
+    (tmp_path / "real" / "labels" / "a.txt").write_text("2 0.2 0.4 0.2 0.4\n")
     (real,) = read_boxes(tmp_path / "real", 8)
     assert real[0].tolist() == pytest.approx([2, 0.2, 0.4, 0.2, 0.4])
