@@ -97,9 +97,7 @@ bench-inversion: setup
 # On a GPU machine without a package index: the package (kernels/ as fastdiode.kernels) installs from the source
 # tree without fetching anything; then correctness on CUDA (tests/gpu), then the measurements.
 bench-gpu:
-	$(PYTHON) -m pip install --no-deps --no-build-isolation -q -e .
-	$(PYTHON) -m pytest -q -m gpu tests/gpu
-	$(PYTHON) benchmarks/gpu_suite.py --out benchmarks/results
+	PYTHON=$(PYTHON) bash benchmarks/gpu_session.sh benchmarks/results
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks

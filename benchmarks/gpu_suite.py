@@ -265,9 +265,11 @@ def peak_tflops(device) -> float:
     return dense_bf16_tflops(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
 
 
-def model_timings(device, smoke: bool, name: str | None = None, shapes: list | None = None) -> list[dict]:
-    """A detector's fwd + input gradient (teacher frozen), bf16 channels_last, eager and torch.compile'd, against
-    the conv floor 2 x forward FLOPs / dense bf16 peak: by default YOLOv3-SPP at the paper's stage shapes."""
+def model_timings(device, smoke: bool, compiled: bool, name: str | None = None, shapes: list | None = None) \
+        -> list[dict]:
+    """A detector's fwd + input gradient (teacher frozen), bf16 channels_last, eager and (with ``compiled``)
+    torch.compile'd, against the conv floor 2 x forward FLOPs / dense bf16 peak: by default YOLOv3-SPP at the
+    paper's stage shapes."""
     from fastdiode.models import build_model
     from fastdiode.models.flops import conv_flops
 
@@ -279,7 +281,7 @@ def model_timings(device, smoke: bool, name: str | None = None, shapes: list | N
         model = build_model(name).eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
         floor_ms = 2 * conv_flops(model, size) * batch / (peak_tflops(device) * 1e12) * 1e3
-        for mode in ("eager", "compiled"):
+        for mode in ("eager", "compiled") if compiled else ("eager",):
             backend = "aot_eager" if smoke else "inductor"  # smoke: exercise the path without inductor codegen
             net = torch.compile(model, backend=backend) if mode == "compiled" else model
 
@@ -328,7 +330,7 @@ def anchor_free_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     from fastdiode.inversion import InversionConfig, one_box_targets
 
     name, size, batch = ("yolov8-micro", 32, 2) if smoke else ("yolov8s", 320, 32)
-    rows = model_timings(device, smoke, name, [(size, batch)])
+    rows = model_timings(device, smoke, compile_teacher, name, [(size, batch)])
     targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
     cfg = load_config(InversionConfig, None, inversion_overrides(size, batch, 2 if smoke else 20, compile_teacher))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -395,10 +397,11 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
             "reference images per GPU-hour": 3600 * first_batch / ref_seconds, "teacher compiled": compile_teacher}
 
 
-def distill_timings(device, smoke: bool) -> dict:
+def distill_timings(device, smoke: bool, compiled: bool) -> dict:
     """The distillation student step (YOLOv3 mimicking YOLOv3-SPP, 416^2 x 64, bf16, Adam): eager vs compiled
-    images/s; and the loader (torch DataLoader, DALI with ``mixed`` decoding when installed) on generated
-    416^2 PNGs, to compare with what the step consumes (target: loader >= 2x the step)."""
+    images/s (eager only without ``compiled``); and the loader (torch DataLoader, DALI with ``mixed`` decoding
+    when installed) on generated 416^2 PNGs, to compare with what the step consumes (target: loader >= 2x the
+    step)."""
     import tempfile
 
     from benchmarks.bench_distill_cpu import loader_rate, make_pngs
@@ -414,7 +417,7 @@ def distill_timings(device, smoke: bool) -> dict:
     steps = 2 if smoke else 10
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {"shape": f"{student_name} <- {teacher_name}, {size}^2 x {batch}", "step": {}}
-    for mode in ("eager", "compiled"):
+    for mode in ("eager", "compiled") if compiled else ("eager",):
         torch.manual_seed(0)
         teacher = build_model(teacher_name, num_classes=80).eval()
         student = build_model(student_name, num_classes=80)
@@ -532,12 +535,12 @@ SECTIONS = ("inversion", "ops", "distill", "new")
 
 def run_section(name: str, device, smoke: bool, copy_gbs: float, compile_teacher: bool) -> dict:
     if name == "inversion":
-        return {"model_rows": model_timings(device, smoke),
+        return {"model_rows": model_timings(device, smoke, compile_teacher),
                 "inversion": inversion_timings(device, smoke, compile_teacher)}
     if name == "ops":
         return {"rows": op_timings(device, smoke, copy_gbs)}
     if name == "distill":
-        return distill_timings(device, smoke)
+        return distill_timings(device, smoke, compile_teacher)
     return {"rows": new_op_timings(device, smoke, copy_gbs),
             "anchor_free": anchor_free_timings(device, smoke, compile_teacher)}
 
@@ -549,7 +552,8 @@ def main() -> None:
                         help="tiny shapes on CPU (Triton interpreter): checks the script")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--no-compile", action="store_true",
-                        help="time the inversion with an eager teacher (the default compiles it, as the engine does)")
+                        help="time eager models only: no torch.compile of the teacher or the student (the default "
+                        "also times them compiled, as the engine runs them)")
     args = parser.parse_args()
     if args.smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")
