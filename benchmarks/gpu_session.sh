@@ -5,8 +5,9 @@
 #
 #   bash benchmarks/gpu_session.sh OUT [SECTION ...]      (default sections: ops inversion new distill)
 #
-# Environment: PYTHON (python3), TEST_LIMIT_S (150), SECTION_LIMIT_S (150), SUITE_ARGS (e.g. --no-compile).
-# Everything printed also goes to OUT/session.log.
+# Environment: PYTHON (python3), TEST_LIMIT_S (150), SECTION_LIMIT_S (150; LIMIT_<SECTION> for one section),
+# SUITE_ARGS (e.g. --no-compile).
+# Everything printed also goes to OUT/session.log; the tests' whole output to OUT/gpu_tests.log.
 set -u
 out=${1:?usage: gpu_session.sh OUT [SECTION ...]}
 shift
@@ -25,15 +26,19 @@ $py -m pip install --no-deps --no-build-isolation -q -e . >/dev/null 2>&1 \
 
 echo "== tests/gpu (limit ${TEST_LIMIT_S:-150} s)"
 start=$SECONDS
-timeout "${TEST_LIMIT_S:-150}" $py -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rfE --tb=short 2>&1 | tail -60
-echo "== tests/gpu: rc ${PIPESTATUS[0]} in $((SECONDS - start)) s"
+timeout "${TEST_LIMIT_S:-150}" $py -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rfE --tb=short \
+  >"$out/gpu_tests.log" 2>&1
+echo "== tests/gpu: rc $? in $((SECONDS - start)) s (the whole log: gpu_tests.log)"
+grep -E '^(FAILED|ERROR)|passed|failed' "$out/gpu_tests.log" | tail -30
 
 for section in $sections; do
-  echo "== section $section (limit ${SECTION_LIMIT_S:-150} s)"
+  limit_name="LIMIT_${section^^}"  # e.g. LIMIT_INVERSION=240 for that section alone
+  limit=${!limit_name:-${SECTION_LIMIT_S:-150}}
+  echo "== section $section (limit $limit s)"
   start=$SECONDS
   # shellcheck disable=SC2086
-  timeout "${SECTION_LIMIT_S:-150}" $py benchmarks/gpu_suite.py --out "$out" --sections "$section" \
-    ${SUITE_ARGS:-} 2>&1 | grep -v '^|' | tail -40
+  timeout "$limit" $py benchmarks/gpu_suite.py --out "$out" --sections "$section" \
+    ${SUITE_ARGS:-} 2>&1 | grep -v -E '^(\||#|$|torch |Sections)' | tail -40
   echo "== section $section: rc ${PIPESTATUS[0]} in $((SECONDS - start)) s"
 done
 [ -f "$out/ops_gpu.md" ] && cat "$out/ops_gpu.md"

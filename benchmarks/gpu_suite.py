@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -39,6 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import reference_style as ref  # noqa: E402
 from benchmarks.shapes import yolov3_bn_shapes  # noqa: E402
+
+
+def progress(message: str) -> None:
+    """One line on stderr at once, so a section cut off by its time limit shows how far it got."""
+    print(f"gpu_suite {time.strftime('%H:%M:%S')}: {message}", file=sys.stderr, flush=True)
 
 
 class Measured(NamedTuple):
@@ -294,6 +300,7 @@ def model_timings(device, smoke: bool, compiled: bool, name: str | None = None, 
                 torch.cuda.reset_peak_memory_stats()
             measured = bench(step, smoke)
             ms = measured.ms
+            progress(f"{name} {size}^2 x {batch} fwd+dgrad {mode}: {ms:.2f} ms")
             peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
             rows.append({"name": f"{name} {size}^2 x {batch} fwd+dgrad, {mode}", "ms": ms,
                          "range ms": [measured.lo, measured.hi], "floor ms": floor_ms,
@@ -369,9 +376,12 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         overrides = inversion_overrides(size, batch, iterations if smoke else 20, compiled)
         cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        progress(f"inversion {name} {size}^2 x {batch}: fastdiode")
         fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)
+        progress(f"  {1e3 * fast:.1f} ms/it; without the CUDA graph")
         eager = fastdiode_seconds(load_config(InversionConfig, None, [*overrides, "job.cuda_graph=false"]), name,
                                   targets, device, sync)[0] if device.type == "cuda" else fast
+        progress(f"  {1e3 * eager:.1f} ms/it; the reference loop")
         ref_teacher = randomized_detector(name, None, 80).to(device)
         steps = iterations if smoke else 5
         reference_inversion(ref_teacher, targets, size, 1, jitter=size // 8, fp16=device.type == "cuda")
@@ -382,6 +392,7 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         reference_inversion(ref_teacher, targets, size, steps, jitter=size // 8, fp16=device.type == "cuda")
         sync()
         slow = (time.perf_counter() - start) / steps
+        progress(f"  reference {1e3 * slow:.1f} ms/it")
         ref_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
         floor = 2 * conv_flops(build_model(name), size) * batch / (peak_tflops(device) * 1e12)
         rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "fastdiode eager s/it": eager,
@@ -555,6 +566,7 @@ def main() -> None:
                         help="time eager models only: no torch.compile of the teacher or the student (the default "
                         "also times them compiled, as the engine runs them)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")
         device = torch.device("cpu")

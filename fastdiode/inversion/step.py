@@ -47,6 +47,10 @@ class StageStep:
         self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=spec.betas, eps=1e-8, fused=True, capturable=graph)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
+        # Warm-up and capture share one side stream: autograd remembers the stream on which the image's
+        # gradient accumulator was made, and a capture on another stream would have to wait on it (which
+        # invalidates the capture).
+        self.stream = torch.cuda.Stream(device) if graph and device.type == "cuda" else None
 
     def load(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> None:
         """Start a chunk: its images and targets, a fresh optimiser state, step 0, the stage's BN layer weights
@@ -102,7 +106,7 @@ class StageStep:
         """Record the step into a CUDA graph (nothing runs while recording) and replay it once."""
         graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)  # the graph allocates the gradient in its own pool
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             self._body()
         self.graph = graph
         graph.replay()
@@ -116,11 +120,10 @@ class StageStep:
             self._eager()
             return
         if self.eager_steps < WARMUP_STEPS:
-            side = torch.cuda.Stream(self.device)  # warm-up off the capture stream, as capture requires
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))  # warm-up off the default stream
+            with torch.cuda.stream(self.stream):
                 self._eager()
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
             self.eager_steps += 1
             return
         try:

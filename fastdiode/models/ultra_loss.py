@@ -88,8 +88,9 @@ def assign(pd_scores: torch.Tensor, pd_bboxes: torch.Tensor, anc_points: torch.T
     # the top k of each target
     topk_idxs = torch.topk(align, min(topk, align.shape[-1]), dim=-1, largest=True).indices
     topk_idxs = topk_idxs.masked_fill(mask_gt.expand(-1, -1, topk_idxs.shape[-1]) == 0, 0)
-    count = torch.zeros(align.shape, dtype=torch.int8, device=align.device)
-    count.scatter_add_(-1, topk_idxs, torch.ones_like(topk_idxs, dtype=torch.int8))
+    # int32 counts (ultralytics: int8, same values): Triton has no int8 atomic add for inductor's scatter
+    count = torch.zeros(align.shape, dtype=torch.int32, device=align.device)
+    count.scatter_add_(-1, topk_idxs, torch.ones_like(topk_idxs, dtype=torch.int32))
     count = count.masked_fill(count > 1, 0)
     mask_pos = count.to(mask_in.dtype) * mask_in * mask_gt
     # an anchor claimed by several targets keeps the one of highest overlap
