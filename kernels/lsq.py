@@ -17,9 +17,12 @@ from ._launch import check_float, next_pow2_capped
 
 @triton.jit
 def _round_half_even(v):
-    f = tl.floor(v + 0.5)
+    """torch.round exactly: v - floor(v) is exact in fp32, where floor(v + 0.5) would round v + 0.5 first (and
+    take the float just below k + 0.5 up to k + 1)."""
+    f = tl.floor(v)
+    r = v - f
     odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-    return tl.where(((f - v) == 0.5) & odd, f - 1.0, f)
+    return tl.where((r > 0.5) | ((r == 0.5) & odd), f + 1.0, f)
 
 
 @triton.jit
@@ -30,7 +33,7 @@ def _lsq_forward_kernel(x_ptr, y_ptr, s_ptr, M, qmin, qmax, BLOCK: tl.constexpr)
     offs = row.to(tl.int64) * M + cols
     s = tl.load(s_ptr + row).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    q = tl.minimum(tl.maximum(_round_half_even(x / s), qmin), qmax)
+    q = tl.minimum(tl.maximum(_round_half_even(tl.div_rn(x, s)), qmin), qmax)  # IEEE x / s, as torch
     tl.store(y_ptr + offs, (q * s).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -44,7 +47,7 @@ def _lsq_backward_kernel(x_ptr, g_ptr, dx_ptr, s_ptr, part_ptr, M, qmin, qmax, B
     s = tl.load(s_ptr + row).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    v = x / s
+    v = tl.div_rn(x, s)
     inside = (v >= qmin) & (v <= qmax)
     tl.store(dx_ptr + offs, tl.where(inside, g, 0.0).to(dx_ptr.dtype.element_ty), mask=mask)
     ds = tl.where(inside, _round_half_even(v) - v, tl.where(v < qmin, qmin, qmax))

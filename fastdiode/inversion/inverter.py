@@ -91,8 +91,10 @@ class DiodeInverter:
         """The step buffers (and, on CUDA, the captured graph) for this stage and chunk shape, made once."""
         key = (stage, batch, capacity)
         if key not in self._steps:
+            # After a failed capture torch's graph pool stays in recording mode, so later captures fail too.
+            graph = self.use_graph and all(step.use_graph for step in self._steps.values())
             self._steps[key] = StageStep(self.objective.stage(stage), self.cfg.stage(stage), batch, capacity,
-                                         self.device, self.use_graph, self._pool)
+                                         self.device, graph, self._pool)
         return self._steps[key]
 
     def _optimize(self, x: torch.Tensor, targets: torch.Tensor, stage: int, seed: int, step0: int,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from fastdiode.models.boxes import generalized_iou, xywh_to_xyxy
 from fastdiode.models.heads import HasYoloHeads
-from fastdiode.models.yolo_assign import assign_targets
+from fastdiode.models.yolo_assign import HeadMatches, assign_targets
 from fastdiode.ops.tensor_checks import upcast
 
 __all__ = ["yolo_loss"]
@@ -40,6 +40,17 @@ def _check(preds: list[torch.Tensor], targets: torch.Tensor, model: HasYoloHeads
                 or p.shape[-1] != 5 + head.num_classes:
             raise ValueError(f"preds: head map of shape {tuple(p.shape)} does not match a batch of "
                              f"{targets.shape[0]} with {len(head.anchors)} anchors and {head.num_classes} classes")
+
+
+def _objectness_target(obj: torch.Tensor, mt: HeadMatches, m: torch.Tensor) -> torch.Tensor:
+    """1 at every cell with a match, 0 elsewhere, shaped as ``obj`` (B, A, H, W). A scatter-add over flat cell
+    indices, then clamp: the eager ``index_put(accumulate=True)`` sorts its indices and cannot be captured in a
+    CUDA graph (pytorch#105439), a scatter-add is plain atomics."""
+    _, a, h, w = obj.shape
+    cell = ((mt.bi * a + mt.ai) * h + mt.gj) * w + mt.gi
+    hits = torch.zeros(obj.numel(), device=obj.device, dtype=obj.dtype).scatter_add_(0, cell.reshape(-1),
+                                                                                       m.reshape(-1))
+    return hits.view_as(obj).clamp(max=1.0)
 
 
 def yolo_loss(
@@ -63,8 +74,7 @@ def yolo_loss(
         m = mt.match.to(dtype)
         n = m.sum().clamp_min(1.0)
         l_box = l_box + ((1.0 - giou) * m).sum() / n
-        tobj = torch.zeros_like(p[..., 4]).index_put((mt.bi, mt.ai, mt.gj, mt.gi), m, accumulate=True).clamp(max=1.0)
-        l_obj = l_obj + F.binary_cross_entropy_with_logits(p[..., 4], tobj)
+        l_obj = l_obj + F.binary_cross_entropy_with_logits(p[..., 4], _objectness_target(p[..., 4], mt, m))
         if head.num_classes > 1:
             classes = torch.arange(head.num_classes, device=p.device)
             tcls = (targets[..., 0, None].long() == classes).to(dtype)[:, :, None].expand_as(ps[..., 5:])

@@ -54,8 +54,14 @@ def test_bn_act_stat_loss(dtype, channels_last, activation):
     for fn, kw in ((bn_act_stat_loss, {"backend": "triton"}), (bn_act_stat_loss_reference, {})):
         y, loss = fn(x, *stats, 1e-4, 0.1, activation=activation, **kw)
         outs.append((y, loss, torch.autograd.grad((y.float() * gy).sum() + loss, x)[0]))
-    for what, a, b in zip(("output", "loss", "grad"), *outs):
-        close(a, b, (1e-4, 1e-4) if what == "loss" else TOL[dtype], what)
+    (y, loss, grad), (y_ref, loss_ref, grad_ref) = outs
+    close(y, y_ref, TOL[dtype], "output")
+    close(loss, loss_ref, (1e-4, 1e-4), "loss")
+    # At the activation's kink (pre-activation within rounding of 0) the two sides may take different slopes;
+    # those elements (about 1 in 10^4 lie within 1e-5 of it) are left out of the gradient check.
+    smooth = y_ref.float().abs() > 1e-5 if activation == "leaky" else torch.ones_like(y_ref, dtype=torch.bool)
+    assert (~smooth).float().mean().item() < 1e-3
+    close(grad[smooth], grad_ref[smooth], TOL[dtype], "grad")
 
 
 @pytest.mark.parametrize("dtype, channels_last", GRID)
@@ -118,18 +124,36 @@ def test_roi_crop_at_dicod_shapes(dtype):
     from fastdiode.ops.roi_crop import roi_crop, roi_crop_reference
 
     batch, k, side, size = (16, 32, 416, 32) if CUDA else (2, 3, 20, 8)
-    images = torch.randn(batch, 3, side, side, device=DEVICE).to(dtype).requires_grad_(True)
-    lo = torch.rand(batch, k, 2, device=DEVICE) * 0.8 - 0.1  # some boxes stick out of the image
-    boxes = torch.cat([lo, lo + torch.rand(batch, k, 2, device=DEVICE) * 0.35 + 0.05], -1).requires_grad_(True)
-    for pool in (None, 8):
-        out, exp = roi_crop(images, boxes, size, pool, backend="triton"), roi_crop_reference(images, boxes, size, pool)
-        close(out, exp, TOL[dtype], "crops")
-        grad = torch.randn_like(exp)
-        got = torch.autograd.grad(out, (images, boxes), grad)
-        want = torch.autograd.grad(exp, (images, boxes), grad)
-        close(got[0], want[0], TOL[dtype], "d/dimages")
-        scale = want[1].abs().max().item() + 1.0
-        assert (got[1] - want[1]).abs().max().item() <= (1e-3 if dtype == torch.float32 else 5e-2) * scale
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(batch, 3, side, side, generator=g).to(DEVICE, dtype).requires_grad_(True)
+    lo = torch.rand(batch, k, 2, generator=g) * 0.8 - 0.1  # some boxes stick out of the image
+    random_boxes = torch.cat([lo, lo + torch.rand(batch, k, 2, generator=g) * 0.35 + 0.05], -1)
+    # fp32 sample positions differ from affine_grid's by an ulp (3e-5 px at 416), times image slopes up to ~8
+    tol = (5e-4, 1e-4) if dtype == torch.float32 else TOL[dtype]
+    for boxes, check_boxes in ((random_boxes, False), (kink_free_boxes(batch, k, side, size, g), True)):
+        boxes = boxes.to(DEVICE).requires_grad_(True)
+        for pool in (None, 8):
+            out = roi_crop(images, boxes, size, pool, backend="triton")
+            exp = roi_crop_reference(images, boxes, size, pool)
+            close(out, exp, tol, "crops")
+            grad = torch.randn(exp.shape, generator=g).to(DEVICE)
+            got = torch.autograd.grad(out, (images, boxes), grad)
+            want = torch.autograd.grad(exp, (images, boxes), grad)
+            close(got[0], want[0], tol, "d/dimages")
+            if check_boxes:
+                scale = want[1].abs().max().item() + 1.0
+                assert (got[1] - want[1]).abs().max().item() <= (1e-3 if dtype == torch.float32 else 5e-2) * scale
+
+
+def kink_free_boxes(batch: int, k: int, side: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Boxes whose every sample lies a quarter pixel off the pixel grid: sides a whole multiple m of ``size``
+    pixels, left and top edges at a whole pixel + 3/4, so sample j sits at edge - 1/2 + m (j + 1/2). Bilinear
+    sampling's derivative in the position jumps at whole pixels, where an ulp of rounding in the position
+    (the kernel's and affine_grid's differ) picks either slope: the box gradient is only comparable away
+    from them."""
+    m = torch.randint(1, max(2, side // size // 2 + 1), (batch, k, 2), generator=generator)
+    start = torch.randint(-size // 2, side - size, (batch, k, 2), generator=generator) + 0.75
+    return torch.cat([start / side, (start + m * size) / side], -1)
 
 
 @pytest.mark.parametrize("dtype, channels_last", GRID)

@@ -63,3 +63,15 @@ def test_scale_gradient_is_lsq_formula():
 def test_bad_input(scale, qmin, qmax, match):
     with pytest.raises(ValueError, match=match):
         lsq_fake_quant(torch.randn(4, 5), scale, qmin, qmax)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_rounds_as_torch_at_half_integers(backend):
+    """Values on, just below and just above k + 1/2 (and the float just below 1/2, which floor(v + 0.5) takes up
+    to 1) round exactly as torch.round of x / s: half to even, no off-by-one step."""
+    halves = torch.arange(-8, 8, dtype=torch.float32) + 0.5
+    x = torch.cat([halves, torch.nextafter(halves, halves - 1), torch.nextafter(halves, halves + 1),
+                   torch.tensor([0.49999997, -0.49999997, 2.4999998])]).to(DEVICE)
+    scale = torch.ones(1, device=DEVICE)
+    y = lsq_fake_quant(x, scale, -8.0, 7.0, backend=backend)
+    torch.testing.assert_close(y, torch.round(x).clamp(-8, 7), rtol=0, atol=0)
