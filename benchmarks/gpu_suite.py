@@ -80,6 +80,42 @@ def bench(fn, smoke: bool, repeats: int = 3, iterations: int = 50) -> Measured:
     return Measured(statistics.median(per_call), min(per_call), max(per_call))
 
 
+class Timed(NamedTuple):
+    """An op timed as a trainer calls it (eager: each call's Python and launches included) and replayed from a
+    CUDA graph (the device time alone, what the graphed inversion step pays); graphed is None where the call
+    cannot be captured (and on CPU)."""
+
+    eager: Measured
+    graphed: Measured | None
+
+
+def graphed_call(fn):
+    """fn captured into a CUDA graph (after warm-up calls on a side stream): a function that replays it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        fn()
+    return graph.replay
+
+
+def timed(fn, smoke: bool) -> Timed:
+    """:class:`Timed` of fn: eager, and graphed on CUDA (a failed capture is reported and leaves None)."""
+    eager = bench(fn, smoke)
+    if smoke or not torch.cuda.is_available():
+        return Timed(eager, None)
+    try:
+        replay = graphed_call(fn)
+    except RuntimeError as error:
+        progress(f"CUDA graph capture failed, eager timing only: {str(error).splitlines()[0]}")
+        return Timed(eager, None)
+    return Timed(eager, bench(replay, smoke))
+
+
 def dense_bf16_tflops(device_name: str) -> float:
     """The dense bf16 peak of the device, for the conv floor: H100 SXM and H200 989 TFLOP/s, H100 PCIe 756."""
     name = device_name.lower()
@@ -119,7 +155,7 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     add = row_adder(rows, copy_gbs)
 
     views = [x.detach().view(x.shape[0], x.shape[1], -1) for x in xs]
-    ms = bench(lambda: [moments(v, rm) for v, (rm, _) in zip(views, stats)], smoke)
+    ms = timed(lambda: [moments(v, rm) for v, (rm, _) in zip(views, stats)], smoke)
     add(f"BN statistics pass, {len(xs)} layers (read once)", ms, in_bytes, ">= 80% copy bw")
 
     def fused_bn():
@@ -128,8 +164,8 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     def reference_bn():
         torch.autograd.grad(sum(ref.bn_feature_loss(x, rm, rv) for x, (rm, rv) in zip(xs, stats)), xs)
 
-    base = bench(reference_bn, smoke)
-    add(f"BN-statistics loss fwd+bwd, {len(xs)} layers", bench(fused_bn, smoke), 3 * in_bytes, "<= 2.5 ms", base)
+    base = timed(reference_bn, smoke)
+    add(f"BN-statistics loss fwd+bwd, {len(xs)} layers", timed(fused_bn, smoke), 3 * in_bytes, "<= 2.5 ms", base)
 
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -149,11 +185,14 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     img = torch.rand(img_shape, device=device, dtype=dtype).requires_grad_(True)  # NCHW, as the engine keeps it
     img_bytes = img.numel() * img.element_size()
     aug = DiodeAugment(jitter=52, backend="triton")
-    gen = torch.Generator(device=device).manual_seed(0)
+    # one draw, sampled outside the timed call (as the inversion step reads its draws from a table): a CUDA graph
+    # cannot capture sampling from a non-default generator
+    draw = aug.sample_params(img.shape[0], img.shape[2], img.shape[3], torch.Generator(device=device).manual_seed(0),
+                             device)
     grad_out = torch.randn_like(img)
 
     def fused_tv_aug():
-        x, _ = aug(img, generator=gen)
+        x, _ = aug(img, params=draw)
         l1, _l2 = tv_prior(x, backend="triton")
         torch.autograd.grad(75.0 * l1, img, retain_graph=False)
 
@@ -162,26 +201,33 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
         l1, l2 = ref.image_prior_losses(x)
         torch.autograd.grad(75.0 * l1 + 0.0 * l2, img)
 
-    base = bench(reference_tv_aug, smoke)
-    add("TV + augmentation fwd+bwd, 48x3x416^2", bench(fused_tv_aug, smoke), 6 * img_bytes, "<= 0.2 ms", base)
-    x_aug = aug(img, generator=gen)[0]
-    add("  augmentation fwd+bwd alone", bench(lambda: torch.autograd.grad(aug(img, generator=gen)[0], img, grad_out),
+    base = timed(reference_tv_aug, smoke)
+    add("TV + augmentation fwd+bwd, 48x3x416^2", timed(fused_tv_aug, smoke), 6 * img_bytes, "<= 0.2 ms", base)
+    x_aug = aug(img, params=draw)[0].detach().requires_grad_(True)
+    add("  augmentation fwd+bwd alone", timed(lambda: torch.autograd.grad(aug(img, params=draw)[0], img, grad_out),
                                               smoke), 4 * img_bytes)
-    add("  TV prior fwd+bwd alone", bench(lambda: torch.autograd.grad(tv_prior(x_aug, backend="triton")[0], x_aug),
+    add("  TV prior fwd+bwd alone", timed(lambda: torch.autograd.grad(tv_prior(x_aug, backend="triton")[0], x_aug),
                                           smoke), 2 * img_bytes)
     return rows
 
 
 def row_adder(rows: list[dict], copy_gbs: float):
-    """add(name, measured, bytes moved, target, baseline measured): one table row."""
-    def add(name, measured: Measured, bytes_moved=None, target=None, base: Measured | None = None):
-        row = {"name": name, "ms": measured.ms, "range ms": [measured.lo, measured.hi], "target": target}
+    """add(name, timed, bytes moved, target, baseline timed): one table row. GB/s and % of the copy bandwidth
+    come from the graphed time where there is one (the device time), else from the eager time."""
+    def add(name, fused: Timed, bytes_moved=None, target=None, base: Timed | None = None):
+        eager, graphed = fused
+        row = {"name": name, "ms": eager.ms, "range ms": [eager.lo, eager.hi], "target": target}
+        if graphed is not None:
+            row["graphed ms"], row["graphed range ms"] = graphed.ms, [graphed.lo, graphed.hi]
         if bytes_moved is not None:
-            row["GB/s"] = bytes_moved / (measured.ms * 1e-3) / 1e9
+            row["GB/s"] = bytes_moved / ((graphed or eager).ms * 1e-3) / 1e9
             row["% copy bw"] = 100 * row["GB/s"] / copy_gbs
         if base is not None:
-            row["reference-style ms"] = base.ms
-            row["speed-up"] = base.ms / measured.ms
+            row["reference-style ms"] = base.eager.ms
+            row["speed-up"] = base.eager.ms / eager.ms
+            if base.graphed is not None and graphed is not None:
+                row["reference-style graphed ms"] = base.graphed.ms
+                row["graphed speed-up"] = base.graphed.ms / graphed.ms
         rows.append(row)
 
     return add
@@ -208,9 +254,9 @@ def lsq_timings(device, smoke: bool, add) -> None:
     x = torch.randn(shape, device=device, generator=g).to(torch.bfloat16).requires_grad_(True)
     step = torch.tensor([0.3], device=device, requires_grad=True)
     grad_scale = 1.0 / (x.numel() * 7) ** 0.5
-    base = bench(lambda: torch.autograd.grad(ref.DFQLSQ.apply(x, step, grad_scale, -8, 7).float().square().sum(),
+    base = timed(lambda: torch.autograd.grad(ref.DFQLSQ.apply(x, step, grad_scale, -8, 7).float().square().sum(),
                                              (x, step)), smoke)
-    add(f"LSQ fake-quant fwd+bwd, 4 bits, {'x'.join(map(str, shape))} activations", bench(
+    add(f"LSQ fake-quant fwd+bwd, 4 bits, {'x'.join(map(str, shape))} activations", timed(
         lambda: torch.autograd.grad(lsq_fake_quant(x, step, -8, 7, grad_scale, backend="triton").float().square()
                                     .sum(), (x, step)), smoke), 5 * x.numel() * 2, ">= 70% copy bw", base)
 
@@ -231,8 +277,8 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     student = [maps((batch, c, n, n)).requires_grad_(True) for c, n in zip(channels, grids)]
     teacher = [maps((batch, c, n, n)) for c, n in zip(channels, grids)]
     nbytes = sum(x.numel() * x.element_size() for x in student)
-    base = bench(lambda: torch.autograd.grad(ref.review_hcl(student, teacher), student), smoke)
-    add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", bench(
+    base = timed(lambda: torch.autograd.grad(ref.review_hcl(student, teacher), student), smoke)
+    add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", timed(
         lambda: torch.autograd.grad(hcl_loss(student, teacher, backend="triton"), student), smoke),
         5 * nbytes, ">= 70% copy bw", base)
     classes = 80
@@ -241,8 +287,8 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     s_maps = [m.detach().requires_grad_(True) for m in heads[0::2]]
     t_maps = heads[1::2]
     nbytes = sum(m.numel() * m.element_size() for m in s_maps)
-    base = bench(lambda: torch.autograd.grad(ref.sigmoid_kd(s_maps, t_maps, 2.0), s_maps), smoke)
-    add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", bench(
+    base = timed(lambda: torch.autograd.grad(ref.sigmoid_kd(s_maps, t_maps, 2.0), s_maps), smoke)
+    add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", timed(
         lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke),
         5 * nbytes, ">= 70% copy bw", base)
 
@@ -260,9 +306,9 @@ def roi_crop_timings(device, smoke: bool, add) -> None:
     boxes = torch.cat([lo, lo + torch.rand(batch, boxes_per, 2, device=device, generator=g) * 0.35 + 0.05], -1)
     boxes.requires_grad_(True)
     nbytes = 2 * images.numel() * 2 + 2 * 4 * batch * boxes_per * 3 * size * size * 2
-    base = bench(lambda: torch.autograd.grad(ref.dicod_crops(images, boxes.to(images.dtype), size)[1].sum(),
+    base = timed(lambda: torch.autograd.grad(ref.dicod_crops(images, boxes.to(images.dtype), size)[1].sum(),
                                              (images, boxes)), smoke)
-    add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", bench(
+    add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", timed(
         lambda: torch.autograd.grad(roi_crop(images, boxes, size, pool=8, backend="triton").sum(), (images, boxes)),
         smoke), nbytes, "vs grid_sample", base)
 
@@ -310,22 +356,34 @@ def model_timings(device, smoke: bool, compiled: bool, name: str | None = None, 
     return rows
 
 
+def start_peak(device) -> None:
+    """Begin a peak-memory reading: the allocator's cache emptied, its peaks reset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_reserved(device) -> int:
+    """Peak bytes the allocator held since :func:`start_peak`. Reserved, not allocated: a captured CUDA graph's
+    private pool counts as reserved, while its tensors, freed after capture, no longer count as allocated."""
+    return torch.cuda.max_memory_reserved() if device.type == "cuda" else 0
+
+
 def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int]:
-    """(seconds per iteration, peak bytes) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
+    """(seconds per iteration, peak bytes reserved) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
     and, with CUDA graphs, captures)."""
     from fastdiode.inversion import DiodeInverter
     from fastdiode.loading import randomized_detector
 
     inverter = DiodeInverter(randomized_detector(name, None, 80).to(device), cfg, device)
     inverter.invert(targets, seed=0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync()
+    start_peak(device)
     start = time.perf_counter()
     inverter.invert(targets, seed=1)
     sync()
     seconds = (time.perf_counter() - start) / cfg.stages.iterations[0]
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    peak = peak_reserved(device)
     inverter.close()
     return seconds, peak
 
@@ -385,15 +443,13 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         ref_teacher = randomized_detector(name, None, 80).to(device)
         steps = iterations if smoke else 5
         reference_inversion(ref_teacher, targets, size, 1, jitter=size // 8, fp16=device.type == "cuda")
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync()
+        start_peak(device)
         start = time.perf_counter()
         reference_inversion(ref_teacher, targets, size, steps, jitter=size // 8, fp16=device.type == "cuda")
         sync()
         slow = (time.perf_counter() - start) / steps
         progress(f"  reference {1e3 * slow:.1f} ms/it")
-        ref_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        ref_peak = peak_reserved(device)
         floor = 2 * conv_flops(build_model(name), size) * batch / (peak_tflops(device) * 1e12)
         rows.append({"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": fast, "fastdiode eager s/it": eager,
                      "reference s/it": slow, "floor s/it": floor, "% of floor": 100 * floor / fast,
@@ -475,17 +531,19 @@ def git_commit() -> str:
 
 
 def ops_table(rows: list[dict]) -> list[str]:
-    lines = ["| case | ms (range of 3 repeats) | GB/s | % copy bw | reference-style ms | speed-up | target |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| case | eager ms (range of 3 repeats) | graphed ms | GB/s | % copy bw | reference-style ms, eager "
+             "(graphed) | speed-up, eager (graphed) | target |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "ms" not in r:
             lines.append(f"| {r['name']} | {r['bytes'] / 2**20:.2f} MiB "
-                         f"({r['bytes per channel']:.1f} B per channel) | | | | | {r['target']} |")
+                         f"({r['bytes per channel']:.1f} B per channel) | | | | | | {r['target']} |")
             continue
         fmt = lambda k, f: f.format(r[k]) if k in r else ""  # noqa: E731
         lines.append(f"| {r['name']} | {r['ms']:.3f} ({r['range ms'][0]:.3f}-{r['range ms'][1]:.3f}) | "
-                     f"{fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
-                     f"{fmt('reference-style ms', '{:.3f}')} | {fmt('speed-up', '{:.1f}x')} | {r['target'] or ''} |")
+                     f"{fmt('graphed ms', '{:.3f}')} | {fmt('GB/s', '{:.0f}')} | {fmt('% copy bw', '{:.0f}%')} | "
+                     f"{fmt('reference-style ms', '{:.3f}')}{fmt('reference-style graphed ms', ' ({:.3f})')} | "
+                     f"{fmt('speed-up', '{:.1f}x')}{fmt('graphed speed-up', ' ({:.1f}x)')} | {r['target'] or ''} |")
     return lines
 
 
@@ -510,7 +568,7 @@ def to_markdown(meta: dict, sections: dict) -> str:
                   "", f"## Inversion step: fastdiode vs the reference DIODE loop (teacher compiled: "
                   f"{inv['teacher compiled']})", "",
                   "| shape | fastdiode s/it (CUDA graph) | without graph | conv floor s/it (% reached) | "
-                  "reference s/it | speed-up (target 8x) | peak GiB fastdiode / reference (target <= 60%) |",
+                  "reference s/it | speed-up (target 8x) | peak GiB reserved, fastdiode / reference (target <= 60%) |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['fastdiode eager s/it']:.4f} | "
                   f"{r['floor s/it']:.4f} ({r['% of floor']:.0f}%) | {r['reference s/it']:.4f} | "
