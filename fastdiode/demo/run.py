@@ -35,7 +35,7 @@ log = logging.getLogger("fastdiode")
 
 def machine_state() -> dict:
     """The cores and the 1-minute load average: timings on a shared machine mean little without them (a load
-    at or above the core count means other work shared the cores)."""
+    at or above the core count before a run starts means other work shared the cores)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cores": os.cpu_count(), "load_1min": load}
 
@@ -266,16 +266,23 @@ def format_demo_report(cfg: DemoConfig, teacher: dict, table: list[dict], minute
     """The markdown report; ``synth_row``: the diode row whose synthesized images it shows (None: no diode row)."""
     student = cfg.distill.student
     load = [machine[k]["load_1min"] for k in ("start", "end")]
-    state = (f"{machine['start']['cores']} cores, 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} "
-             "at the end (at or above the core count, other work shared the cores)" if None not in load else
-             f"{machine['start']['cores']} cores")
+    cores = machine["start"]["cores"]
+    state = f"{cores} cores"
+    if None not in load:
+        state += f", 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end"
+        state += " (at or above the core count at the start: other work shared the cores)" if load[0] >= cores else ""
+    loss = cfg.distill.loss  # every demo student has the teacher, so the defaults are DIODE's (1, 0)
+    distill, label = (1.0 if loss.distill is None else loss.distill), (0.0 if loss.label is None else loss.label)
+    objective = " + ".join([f"{distill:g} × mimic learning"] * bool(distill) +
+                           [f"{label:g} × the detector loss on labels"] * bool(label))
+    holdout = (f", except rows marked 'on holdout' (the {cfg.data.holdout} images held out from the train set, on "
+               "which settings are chosen)" if cfg.data.holdout else "")
     parts = [
         "# fastdiode digits benchmark", "",
         f"Teacher: {cfg.teacher or 'the shipped digits teacher'}; student: {student.model} (width {student.width}), "
         f"{cfg.distill.train.steps} steps of {cfg.distill.train.batch_size} images at {cfg.distill.train.img_size} px "
-        "(mimic learning unless a row says otherwise), the same for every row. Every student is evaluated on the real "
-        f"digits validation set ({cfg.data.val} images), except rows marked 'on holdout' (the {cfg.data.holdout} "
-        "images held out from the train set, on which settings are chosen); rows with several seeds give mean ± std "
+        f"({objective} unless a row says otherwise), the same for every row. Every student is evaluated on the real "
+        f"digits validation set ({cfg.data.val} images){holdout}; rows with several seeds give mean ± std "
         "over their runs, and a row with a baseline the paired difference over the seeds both ran, with its 95% "
         "t-interval. "
         f"Synthesis and distillation: {sum(r['minutes'] for r in table):.1f} min; this run: "

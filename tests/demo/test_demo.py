@@ -129,3 +129,29 @@ def test_diagnosis_counts_y_fp_boxes_after_the_sampled_one(tmp_path):
     (tmp_path / "real" / "labels" / "a.txt").write_text("2 0.2 0.4 0.2 0.4\n")
     (real,) = read_boxes(tmp_path / "real", 8)
     assert real[0].tolist() == pytest.approx([2, 0.2, 0.4, 0.2, 0.4])
+
+
+def test_report_names_the_objective_holdout_and_load_from_the_config():
+    """The report's first paragraph says what the config trains (not always mimic learning), mentions a holdout
+    only when there is one, and flags a busy machine only when the load at the start reached the core count."""
+    from fastdiode.config import load_config
+    from fastdiode.demo.config import DemoConfig
+    from fastdiode.demo.run import format_demo_report
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    teacher = {"mAP@.5": 0.9, "mAP@[.5:.95]": 0.6}
+    row = {"row": "baseline", "source": "diode", "seeds": [0], "mAP@.5": 0.8, "mAP@[.5:.95]": 0.5, "images": 256,
+           "minutes": 1.0, "tide": None}
+
+    def report(path, overrides, start_load):
+        cfg = load_config(DemoConfig, configs / path, overrides)
+        machine = {"start": {"cores": 2, "load_1min": start_load}, "end": {"cores": 2, "load_1min": 2.5}}
+        return format_demo_report(cfg, teacher, [row], 1.0, None, machine).split("\n\n")[1]
+
+    kd = report("bench_kd.yaml", ["data.holdout=0"], 1.0)
+    assert "(1 × the detector loss on labels unless a row says otherwise)" in kd
+    assert "mimic learning" not in kd and "holdout" not in kd and "other work shared" not in kd
+    digits = report("bench_digits.yaml", ["data.holdout=64"], 2.0)
+    assert "(1 × mimic learning unless a row says otherwise)" in digits
+    assert "(the 64 images held out from the train set" in digits
+    assert "(at or above the core count at the start: other work shared the cores)" in digits
