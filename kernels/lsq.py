@@ -5,6 +5,9 @@ Forward: y = clamp(round(x / s), qmin, qmax) * s, rounding half to even (as torc
 straight-through gradient dx = gy * [qmin <= x / s <= qmax], and the scale's gradient
 ds = grad_scale * sum(gy * (round(v) - v inside the range, qmin below it, qmax above it)) with v = x / s: each
 program writes one fp32 partial sum of its tile, summed per row afterwards (deterministic, no atomics).
+x / s is IEEE-rounded, as torch's. LSQ's code divides by the gradient-scaled step (s - s·g) + s·g, which can be an
+ulp off s (about 1 step in 400 for g = 0.01): an x within that ulp of a half-integer step then rounds the other way
+in the two.
 """
 from __future__ import annotations
 
