@@ -3,7 +3,7 @@
 # section per process, each under its own time limit, so a section that breaks or overruns costs only itself and
 # every finished section is already saved as gpu_<section>.json.
 #
-#   bash benchmarks/gpu_session.sh OUT [SECTION ...]      (default sections: ops inversion new distill)
+#   bash benchmarks/gpu_session.sh OUT [SECTION ...]      (default: inversion ops distill new, in order of value)
 #
 # Environment: PYTHON (python3), TEST_LIMIT_S (150), SECTION_LIMIT_S (150; LIMIT_<SECTION> for one section),
 # SUITE_ARGS (e.g. --no-compile).
@@ -11,7 +11,7 @@
 set -u
 out=${1:?usage: gpu_session.sh OUT [SECTION ...]}
 shift
-sections=${*:-ops inversion new distill}
+sections=${*:-inversion ops distill new}
 py=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -103,15 +103,20 @@ def graphed_call(fn):
     return graph.replay
 
 
+CAPTURE = {"failed": False}  # after a failed capture torch's graph pool and CUDA RNG are unusable for another
+
+
 def timed(fn, smoke: bool) -> Timed:
-    """:class:`Timed` of fn: eager, and graphed on CUDA (a failed capture is reported and leaves None)."""
+    """:class:`Timed` of fn: eager, and graphed on CUDA (a failed capture is reported, leaves None, and stops the
+    process's later captures)."""
     eager = bench(fn, smoke)
-    if smoke or not torch.cuda.is_available():
+    if smoke or not torch.cuda.is_available() or CAPTURE["failed"]:
         return Timed(eager, None)
     try:
         replay = graphed_call(fn)
     except RuntimeError as error:
-        progress(f"CUDA graph capture failed, eager timing only: {str(error).splitlines()[0]}")
+        CAPTURE["failed"] = True
+        progress(f"CUDA graph capture failed, eager timings only from here: {str(error).splitlines()[0]}")
         return Timed(eager, None)
     return Timed(eager, bench(replay, smoke))
 
@@ -164,8 +169,8 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
     def reference_bn():
         torch.autograd.grad(sum(ref.bn_feature_loss(x, rm, rv) for x, (rm, rv) in zip(xs, stats)), xs)
 
-    base = timed(reference_bn, smoke)
-    add(f"BN-statistics loss fwd+bwd, {len(xs)} layers", timed(fused_bn, smoke), 3 * in_bytes, "<= 2.5 ms", base)
+    fused = timed(fused_bn, smoke)  # each fused op first: a reference that cannot be captured stops later captures
+    add(f"BN-statistics loss fwd+bwd, {len(xs)} layers", fused, 3 * in_bytes, "<= 2.5 ms", timed(reference_bn, smoke))
 
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -201,8 +206,8 @@ def op_timings(device, smoke: bool, copy_gbs: float) -> list[dict]:
         l1, l2 = ref.image_prior_losses(x)
         torch.autograd.grad(75.0 * l1 + 0.0 * l2, img)
 
-    base = timed(reference_tv_aug, smoke)
-    add("TV + augmentation fwd+bwd, 48x3x416^2", timed(fused_tv_aug, smoke), 6 * img_bytes, "<= 0.2 ms", base)
+    fused = timed(fused_tv_aug, smoke)
+    add("TV + augmentation fwd+bwd, 48x3x416^2", fused, 6 * img_bytes, "<= 0.2 ms", timed(reference_tv_aug, smoke))
     x_aug = aug(img, params=draw)[0].detach().requires_grad_(True)
     add("  augmentation fwd+bwd alone", timed(lambda: torch.autograd.grad(aug(img, params=draw)[0], img, grad_out),
                                               smoke), 4 * img_bytes)
@@ -254,11 +259,12 @@ def lsq_timings(device, smoke: bool, add) -> None:
     x = torch.randn(shape, device=device, generator=g).to(torch.bfloat16).requires_grad_(True)
     step = torch.tensor([0.3], device=device, requires_grad=True)
     grad_scale = 1.0 / (x.numel() * 7) ** 0.5
+    fused = timed(lambda: torch.autograd.grad(lsq_fake_quant(x, step, -8, 7, grad_scale, backend="triton").float()
+                                              .square().sum(), (x, step)), smoke)
     base = timed(lambda: torch.autograd.grad(ref.DFQLSQ.apply(x, step, grad_scale, -8, 7).float().square().sum(),
                                              (x, step)), smoke)
-    add(f"LSQ fake-quant fwd+bwd, 4 bits, {'x'.join(map(str, shape))} activations", timed(
-        lambda: torch.autograd.grad(lsq_fake_quant(x, step, -8, 7, grad_scale, backend="triton").float().square()
-                                    .sum(), (x, step)), smoke), 5 * x.numel() * 2, ">= 70% copy bw", base)
+    add(f"LSQ fake-quant fwd+bwd, 4 bits, {'x'.join(map(str, shape))} activations", fused, 5 * x.numel() * 2,
+        ">= 70% copy bw", base)
 
 
 def distill_op_timings(device, smoke: bool, add) -> None:
@@ -277,20 +283,18 @@ def distill_op_timings(device, smoke: bool, add) -> None:
     student = [maps((batch, c, n, n)).requires_grad_(True) for c, n in zip(channels, grids)]
     teacher = [maps((batch, c, n, n)) for c, n in zip(channels, grids)]
     nbytes = sum(x.numel() * x.element_size() for x in student)
+    fused = timed(lambda: torch.autograd.grad(hcl_loss(student, teacher, backend="triton"), student), smoke)
     base = timed(lambda: torch.autograd.grad(ref.review_hcl(student, teacher), student), smoke)
-    add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", timed(
-        lambda: torch.autograd.grad(hcl_loss(student, teacher, backend="triton"), student), smoke),
-        5 * nbytes, ">= 70% copy bw", base)
+    add(f"HCL fwd+bwd, YOLOv3 neck 416^2 x {batch}", fused, 5 * nbytes, ">= 70% copy bw", base)
     classes = 80
     heads = [torch.randn(batch, 3 * (5 + classes), n, n, device=device, generator=g).to(dtype)
              .view(batch, 3, 5 + classes, n, n).permute(0, 1, 3, 4, 2) for n in grids for _ in range(2)]
     s_maps = [m.detach().requires_grad_(True) for m in heads[0::2]]
     t_maps = heads[1::2]
     nbytes = sum(m.numel() * m.element_size() for m in s_maps)
+    fused = timed(lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke)
     base = timed(lambda: torch.autograd.grad(ref.sigmoid_kd(s_maps, t_maps, 2.0), s_maps), smoke)
-    add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", timed(
-        lambda: torch.autograd.grad(dense_kd_loss(s_maps, t_maps, 2.0, backend="triton"), s_maps), smoke),
-        5 * nbytes, ">= 70% copy bw", base)
+    add(f"dense KD fwd+bwd, YOLOv3 heads 416^2 x {batch}, 80 classes", fused, 5 * nbytes, ">= 70% copy bw", base)
 
 
 def roi_crop_timings(device, smoke: bool, add) -> None:
@@ -306,11 +310,12 @@ def roi_crop_timings(device, smoke: bool, add) -> None:
     boxes = torch.cat([lo, lo + torch.rand(batch, boxes_per, 2, device=device, generator=g) * 0.35 + 0.05], -1)
     boxes.requires_grad_(True)
     nbytes = 2 * images.numel() * 2 + 2 * 4 * batch * boxes_per * 3 * size * size * 2
+    fused = timed(lambda: torch.autograd.grad(roi_crop(images, boxes, size, pool=8, backend="triton").sum(),
+                                              (images, boxes)), smoke)
     base = timed(lambda: torch.autograd.grad(ref.dicod_crops(images, boxes.to(images.dtype), size)[1].sum(),
                                              (images, boxes)), smoke)
-    add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", timed(
-        lambda: torch.autograd.grad(roi_crop(images, boxes, size, pool=8, backend="triton").sum(), (images, boxes)),
-        smoke), nbytes, "vs grid_sample", base)
+    add(f"roi_crop fwd+bwd, 416^2 x {batch} x {boxes_per} boxes, {size} px pooled 8x8", fused, nbytes,
+        "vs grid_sample", base)
 
 
 def peak_tflops(device) -> float:
@@ -370,22 +375,36 @@ def peak_reserved(device) -> int:
     return torch.cuda.max_memory_reserved() if device.type == "cuda" else 0
 
 
-def fastdiode_seconds(cfg, name: str, targets, device, sync) -> tuple[float, int]:
-    """(seconds per iteration, peak bytes reserved) of DiodeInverter under ``cfg``, after a warm-up run (which compiles
-    and, with CUDA graphs, captures)."""
+class InverterTiming(NamedTuple):
+    """One DiodeInverter timing: seconds per iteration, peak bytes reserved, the warm-up run's seconds (compiles
+    and captures included), and whether every stage step replayed a captured CUDA graph."""
+
+    seconds: float
+    peak: int
+    warmup_s: float
+    graphed: bool
+
+
+def fastdiode_seconds(cfg, name: str, targets, device, sync) -> InverterTiming:
+    """:class:`InverterTiming` of DiodeInverter under ``cfg``: a warm-up run (which compiles and, with CUDA graphs,
+    captures), then a timed one."""
     from fastdiode.inversion import DiodeInverter
     from fastdiode.loading import randomized_detector
 
     inverter = DiodeInverter(randomized_detector(name, None, 80).to(device), cfg, device)
+    start = time.perf_counter()
     inverter.invert(targets, seed=0)
+    sync()
+    warmup = time.perf_counter() - start
     start_peak(device)
     start = time.perf_counter()
     inverter.invert(targets, seed=1)
     sync()
     seconds = (time.perf_counter() - start) / cfg.stages.iterations[0]
-    peak = peak_reserved(device)
+    timing = InverterTiming(seconds, peak_reserved(device), warmup,
+                            inverter.step_shapes != [] and inverter.captured_shapes == inverter.step_shapes)
     inverter.close()
-    return seconds, peak
+    return timing
 
 
 def anchor_free_timings(device, smoke: bool, compile_teacher: bool) -> dict:
@@ -399,9 +418,11 @@ def anchor_free_timings(device, smoke: bool, compile_teacher: bool) -> dict:
     targets = one_box_targets(batch, 80, 16, torch.Generator().manual_seed(0))
     cfg = load_config(InversionConfig, None, inversion_overrides(size, batch, 2 if smoke else 20, compile_teacher))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    seconds, peak = fastdiode_seconds(cfg, name, targets, device, sync)
-    return {"model_rows": rows, "inversion": {"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": seconds,
-                                              "images/s (step only)": batch / seconds, "peak GiB": peak / 2**30}}
+    timing = fastdiode_seconds(cfg, name, targets, device, sync)
+    return {"model_rows": rows, "inversion": {"name": f"{name} {size}^2 x {batch}", "fastdiode s/it": timing.seconds,
+                                              "images/s (step only)": batch / timing.seconds,
+                                              "peak GiB": timing.peak / 2**30, "warm-up s": timing.warmup_s,
+                                              "CUDA graph": timing.graphed}}
 
 
 def inversion_overrides(size: int, batch: int, iterations: int, compile_teacher: bool) -> list[str]:
@@ -435,10 +456,12 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
         cfg = load_config(InversionConfig, None, overrides)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         progress(f"inversion {name} {size}^2 x {batch}: fastdiode")
-        fast, fast_peak = fastdiode_seconds(cfg, name, targets, device, sync)
-        progress(f"  {1e3 * fast:.1f} ms/it; without the CUDA graph")
+        timing = fastdiode_seconds(cfg, name, targets, device, sync)
+        fast, fast_peak = timing.seconds, timing.peak
+        progress(f"  {1e3 * fast:.1f} ms/it (graphed: {timing.graphed}, warm-up {timing.warmup_s:.0f} s); "
+                 "without the CUDA graph")
         eager = fastdiode_seconds(load_config(InversionConfig, None, [*overrides, "job.cuda_graph=false"]), name,
-                                  targets, device, sync)[0] if device.type == "cuda" else fast
+                                  targets, device, sync).seconds if device.type == "cuda" else fast
         progress(f"  {1e3 * eager:.1f} ms/it; the reference loop")
         ref_teacher = randomized_detector(name, None, 80).to(device)
         steps = iterations if smoke else 5
@@ -455,7 +478,9 @@ def inversion_timings(device, smoke: bool, compile_teacher: bool) -> dict:
                      "reference s/it": slow, "floor s/it": floor, "% of floor": 100 * floor / fast,
                      "speed-up": slow / fast, "fastdiode peak GiB": fast_peak / 2**30,
                      "reference peak GiB": ref_peak / 2**30,
-                     "peak ratio": fast_peak / ref_peak if ref_peak else 0.0})
+                     "peak ratio": fast_peak / ref_peak if ref_peak else 0.0,
+                     "CUDA graph": timing.graphed if device.type == "cuda" else None,
+                     "warm-up s (compile, capture)": timing.warmup_s})
         del ref_teacher
     first_batch = shapes[0][1]
     seconds = sum(it * -(-first_batch // b) * r["fastdiode s/it"] for it, (_, b), r in zip(schedule, shapes, rows))
@@ -570,7 +595,8 @@ def to_markdown(meta: dict, sections: dict) -> str:
                   "| shape | fastdiode s/it (CUDA graph) | without graph | conv floor s/it (% reached) | "
                   "reference s/it | speed-up (target 8x) | peak GiB reserved, fastdiode / reference (target <= 60%) |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['name']} | {r['fastdiode s/it']:.4f} | {r['fastdiode eager s/it']:.4f} | "
+        lines += [f"| {r['name']}{' (capture failed: eager)' if r.get('CUDA graph') is False else ''} | "
+                  f"{r['fastdiode s/it']:.4f} | {r['fastdiode eager s/it']:.4f} | "
                   f"{r['floor s/it']:.4f} ({r['% of floor']:.0f}%) | {r['reference s/it']:.4f} | "
                   f"{r['speed-up']:.1f}x | {r['fastdiode peak GiB']:.1f} / {r['reference peak GiB']:.1f} "
                   f"({100 * r['peak ratio']:.0f}%) |" for r in inv["rows"]]
